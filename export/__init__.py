@@ -1,0 +1,1 @@
+"""alignlearn.export: ONNX export, TensorRT engine build and the embedded runtime."""

@@ -1,0 +1,1 @@
+"""alignlearn.probes: linear probes, reconstruction, class-guided editing and metrics."""
