@@ -1,0 +1,37 @@
+"""Exponential moving average of weights, updated on the device without a host sync.
+
+torch.optim.swa_utils.AveragedModel reads its device-side counter on every update
+(`bool(self.n_averaged == 0)`), a host sync per training step; this keeps the
+schedule on the host and does one fused `_foreach_lerp_`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """min(decay, (1 + k)/(10 + k)): a short warm-up so early weights are not over-weighted."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+class EMA(nn.Module):
+    """A frozen copy of a model whose floating-point tensors track the model's."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        super().__init__()
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup = float(decay), warmup
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = ema_decay_at(step, self.decay) if self.warmup else self.decay
+        ema = [t for t in self.module.state_dict().values() if t.is_floating_point()]
+        cur = [t.detach() for t in model.state_dict().values() if t.is_floating_point()]
+        torch._foreach_lerp_(ema, cur, 1.0 - decay)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
