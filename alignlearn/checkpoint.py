@@ -1,0 +1,131 @@
+"""Run folders and checkpoints: safetensors weights plus JSON, written atomically.
+
+RUN/
+  config.json            the resolved run configuration (model, objective, data, training)
+  metrics.jsonl          one JSON line per logging interval
+  samples/*.png          periodic sample / encode grids
+  checkpoints/step_XXXXXXXX/{model,ema,target,optimizer}.safetensors + state.json
+  checkpoints/latest.json  {"path": "step_XXXXXXXX"}, replaced atomically after each save
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+CONFIG = "config.json"
+CKPT_DIR = "checkpoints"
+LATEST = "latest.json"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temporary file beside `path`, then rename over it (never a half-written file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is corrupt: {e}") from None
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as flat tensors (safetensors) + JSON for its hyper-parameters."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+
+def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=None, state: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step` into a temporary folder, rename it into place, then point latest.json at it."""
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    save_file(_cpu(model.state_dict()), str(tmp / "model.safetensors"))
+    save_file(_cpu(ema.module.state_dict()), str(tmp / "ema.safetensors"))
+    if target is not None:
+        save_file(_cpu(target.module.state_dict()), str(tmp / "target.safetensors"))
+    opt_tensors, opt_meta = flatten_optimizer(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta})
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_json_atomic(root / LATEST, {"path": name})
+    old = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for p in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The folder latest.json points to; one clear error if the run has none or it is damaged."""
+    run_dir = Path(run_dir)
+    if (run_dir / "state.json").is_file():  # a checkpoint folder given directly
+        return run_dir
+    if not run_dir.exists():
+        raise UserError(f"{run_dir} does not exist")
+    pointer = run_dir / CKPT_DIR / LATEST
+    if not pointer.is_file():
+        raise UserError(f"{run_dir} holds no checkpoint (no {CKPT_DIR}/{LATEST}); is it an alignlearn run folder?")
+    path = run_dir / CKPT_DIR / read_json(pointer).get("path", "")
+    if not (path / "state.json").is_file():
+        raise UserError(f"checkpoint {path} is missing or incomplete")
+    return path
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is corrupt: {e}") from None
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load a safetensors state dict strictly; a mismatch is the user's (wrong file), not ours."""
+    sd = load_tensors(path)
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{path} does not fit this model: {first}") from None

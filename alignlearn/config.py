@@ -1,0 +1,121 @@
+"""The run configuration: what was trained, on what, and how. Written to RUN/config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from . import __version__
+from .errors import UserError
+from .objectives import ObjectiveConfig
+from .schedule import EPS, SIGMA_DATA, T_MAX
+
+OPTIMIZERS = ("adam", "radam")
+
+
+@dataclass
+class ModelConfig:
+    """A parameterisation (noiser, cm, edm) around a backbone config (with its `arch`)."""
+
+    parameterisation: str
+    backbone: dict
+    preset: str = ""
+    sigma_data: float = SIGMA_DATA
+    eps: float = EPS
+    T: float = T_MAX
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    data_dir: str | None = None
+    image_size: int | None = None
+    shape: tuple[int, ...] = ()
+    num_classes: int = 0
+    normalisation: str = "[-1, 1] = uint8 / 127.5 - 1"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-4
+    optimizer: str = "adam"
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    class_cond: bool = False
+    cond_drop: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    compile: bool = False
+    channels_last: bool = True
+    log_every: int = 25
+    ckpt_every: int = 1000
+    sample_every: int = 1000
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.cond_drop < 1.0:
+            raise UserError(f"--cond-drop must be in [0, 1), got {self.cond_drop}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    objective: ObjectiveConfig
+    data: DataConfig
+    train: TrainConfig
+    version: str = field(default=__version__)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        try:
+            data = dict(d["data"])
+            data["shape"] = tuple(data.get("shape", ()))
+            return cls(
+                model=ModelConfig(**d["model"]),
+                objective=ObjectiveConfig(**d["objective"]),
+                data=DataConfig(**data),
+                train=TrainConfig(**d["train"]),
+                version=d.get("version", "unknown"),
+            )
+        except (KeyError, TypeError) as e:
+            raise UserError(f"run configuration is not an alignlearn config: {e}") from None
+
+
+def make_run_config(
+    objective: ObjectiveConfig,
+    train: TrainConfig,
+    *,
+    data_name: str,
+    shape: tuple[int, ...],
+    num_classes: int,
+    preset: str,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    dropout: float | None = None,
+) -> RunConfig:
+    """A complete RunConfig: the objective decides the parameterisation, the data the backbone's shape."""
+    from .networks import preset_config
+    from .objectives import PARAMETERISATION_OF
+
+    if train.class_cond and num_classes < 2:
+        raise UserError(f"--class-cond needs a labelled dataset; {data_name} has {num_classes} classes")
+    classes = num_classes if train.class_cond else 0
+    backbone = preset_config(preset, image_shape=shape, num_classes=classes, dropout=dropout)
+    model = ModelConfig(PARAMETERISATION_OF[objective.name], backbone, preset, objective.sigma_data, objective.eps, objective.T)
+    data = DataConfig(data_name, data_dir, image_size, tuple(shape), num_classes)
+    return RunConfig(model, objective, data, train)
