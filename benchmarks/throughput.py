@@ -1,0 +1,96 @@
+"""Training throughput of the alignment-learning trainer, with FLOPs and the fraction of peak.
+
+    python benchmarks/throughput.py --data digits --preset tiny --batch-size 128 --steps 300
+    python benchmarks/throughput.py --data mnist-5k --preset mnist --batch-size 512 --compile --peak-tflops 989
+
+Runs `alignlearn train` in-process for --steps, takes the median img/s of the
+logging intervals after the first (warm-up, compilation), counts one training
+step's FLOPs with torch.utils.flop_counter, and appends a row to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from alignlearn.config import TrainConfig, make_run_config
+from alignlearn.data import load_data
+from alignlearn.models import build_model
+from alignlearn.objectives import ObjectiveConfig, build_objective
+from alignlearn.trainer import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results import append_row  # noqa: E402
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def step_flops(cfg, shape, device) -> int:
+    """FLOPs of one training step (both forward passes and the backward) at the configured batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(cfg.model).to(device)
+    obj = build_objective(cfg.objective, cfg.train.steps, int(torch.tensor(shape).prod()))
+    x0 = torch.rand(cfg.train.batch_size, *shape, device=device) * 2 - 1
+    labels = torch.zeros(cfg.train.batch_size, dtype=torch.long, device=device) if cfg.train.class_cond else None
+    with FlopCounterMode(display=False) as fc:
+        obj(model, model, x0, labels, cfg.train.steps // 2).mean().backward()
+    return fc.get_total_flops()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--objective", default="ct-inversion")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the fraction column")
+    p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--command", default=None, help="the command line to record (default: this one)")
+    a = p.parse_args(argv)
+
+    train_set, test_set = load_data(a.data, a.data_dir)
+    obj = ObjectiveConfig(a.objective)
+    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
+                     log_every=a.log_every, ckpt_every=10**9, sample_every=10**9)
+    cfg = make_run_config(obj, tc, data_name=a.data, shape=train_set.shape, num_classes=train_set.num_classes, preset=a.preset)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg, Path(tmp) / "run", show_progress=False, data=(train_set, test_set))
+        rows = [json.loads(line) for line in open(Path(tmp) / "run" / "metrics.jsonl")]
+    rates = [r["img_per_s"] for r in rows[1:]] or [result.img_per_s]
+    img_s = statistics.median(rates)
+    dev = "cuda" if (a.device == "auto" and torch.cuda.is_available()) else a.device
+    dev = "cpu" if dev == "auto" else dev
+    flops = step_flops(cfg, train_set.shape, dev)
+    tflops = flops / a.batch_size * img_s / 1e12
+    frac = f"{100 * tflops / a.peak_tflops:.1f}%" if a.peak_tflops else "n/a"
+    params = sum(p.numel() for p in build_model(cfg.model).parameters())
+    cmd = a.command or "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    header = ["date", "device", "objective", "data", "preset (params)", "batch", "precision", "img/s (median)",
+              "TFLOP/s", "of bf16 peak", "command"]
+    cells = [str(dt.date.today()), device_name(dev), a.objective, a.data, f"{a.preset} ({params / 1e6:.2f}M)",
+             str(a.batch_size), ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else ""),
+             f"{img_s:,.0f}", f"{tflops:.3g}", frac, f"`{cmd}`"]
+    print(append_row(a.results, "Training throughput", header, cells))
+
+
+if __name__ == "__main__":
+    main()
