@@ -16,8 +16,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="alignlearn: images to diffusion noise latents in one network evaluation (CT Inversion).",
 )
-probe_app = typer.Typer(no_args_is_help=True, help="Evaluate latents: linear probes, reconstruction, editing.")
-app.add_typer(probe_app, name="probe")
 
 RECIPE = "Recipe (DESIGN.md §1)"
 
@@ -101,9 +99,18 @@ def train(
         typer.echo(f"trained {result.step} steps, loss {result.loss:.4g}, {result.img_per_s:.0f} img/s; checkpoint {result.checkpoint}")
 
 
+# Command groups of the packages built on the core register themselves on `app` when
+# imported; the core names them only here, as plugins, and never imports their code.
+PLUGINS = ("alignlearn.export.cli", "alignlearn.probes.cli")
+
+
 def main() -> None:
+    import importlib
+
     from .trainer import TrainingStopped
 
+    for name in PLUGINS:
+        importlib.import_module(name)
     try:
         app()
     except UserError as e:
@@ -112,7 +119,3 @@ def main() -> None:
     except TrainingStopped as e:
         typer.echo(f"stopped: {e}", err=True)
         sys.exit(e.exit_code)
-
-
-if __name__ == "__main__":
-    main()

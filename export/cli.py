@@ -1,0 +1,1 @@
+"""`alignlearn export | encode | bench`: registered on the core's CLI app."""

@@ -1,0 +1,79 @@
+"""Image and latent metrics: PSNR and SSIM (torchmetrics), LPIPS when its weights exist, latent statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR over the batch, images in [-1, 1] (data range 2)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(pred.float().clamp(-1, 1), target.float(), data_range=2.0, dim=(1, 2, 3), reduction="elementwise_mean"))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, reduction: str = "elementwise_mean"):
+    """SSIM with an 11x11 Gaussian window (sigma 1.5), data range 2 for [-1, 1] images.
+
+    Images smaller than the window use the largest odd window that fits.
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    k = min(11, (min(pred.shape[-2:]) - 1) | 1)
+    out = structural_similarity_index_measure(
+        pred.float().clamp(-1, 1), target.float(), gaussian_kernel=True, sigma=1.5, kernel_size=k,
+        data_range=2.0, reduction=reduction,
+    )
+    return float(out) if reduction != "none" else out
+
+
+class LPIPS:
+    """LPIPS (VGG) when torchvision can provide its ImageNet weights; `available` says whether it can."""
+
+    def __init__(self):
+        import socket
+
+        self.available, self.reason, self._metric = False, "", None
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(10)  # torchvision fetches the VGG weights; do not hang without a network
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            self._metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=False)
+            self.available = True
+        except Exception as e:  # noqa: BLE001 - no weights (no network) means unavailable, never faked
+            self.reason = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        finally:
+            socket.setdefaulttimeout(old)
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> float | None:
+        if not self.available:
+            return None
+        rgb = (lambda x: x.expand(-1, 3, -1, -1)) if pred.shape[1] == 1 else (lambda x: x)
+        self._metric.to(pred.device)
+        return float(self._metric(rgb(pred.float().clamp(-1, 1)), rgb(target.float())))
+
+
+def latent_stats(latents: torch.Tensor, T: float, images: torch.Tensor | None = None, max_values: int = 5000) -> dict:
+    """Mean, std/T and a normality test (D'Agostino-Pearson) of latent/T; a decoder expects x_T ~ N(x0, T^2 I).
+
+    With `images`, also the std of (latent - x0)/T, the noise the latent adds to its image.
+    """
+    from scipy import stats
+
+    v = (latents.float() / T).flatten().cpu().numpy()
+    sub = np.random.default_rng(0).choice(v, size=min(max_values, v.size), replace=False)
+    test = stats.normaltest(sub) if sub.size >= 20 else None
+    out = {
+        "mean": float(v.mean() * T),
+        "std_over_T": float(v.std()),
+        "normaltest_stat": float(test.statistic) if test is not None else math.nan,
+        "normaltest_p": float(test.pvalue) if test is not None else math.nan,
+        "values_tested": int(sub.size),
+    }
+    if images is not None:
+        out["noise_std_over_T"] = float(((latents.float() - images.float().to(latents.device)) / T).std())
+    return out

@@ -1,0 +1,90 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alignlearn.errors import UserError
+from alignlearn.probes.recon import run_recon
+from alignlearn.trainer import train
+
+from ..core.helpers import digits, tiny_config
+
+
+def test_recon_cli_end_to_end(runs, tmp_path):
+    out = tmp_path / "recon"
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignlearn", "probe", "recon", "--noiser", str(runs["noiser"]), "--cm", str(runs["cm"]),
+         "--dm", str(runs["dm"]), "--ddim-steps", "8", "--dm-steps", "8", "--num-images", "48", "--batch-size", "16",
+         "--refine", "3", "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    names = [r["pairing"] for r in report["pairings"]]
+    assert names == ["CT_Inv+CM", "CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM", "CT_Inv+refine3+CM"]
+    nfe = {r["pairing"]: (r["encode_nfe"], r["decode_nfe"]) for r in report["pairings"]}
+    assert nfe["CT_Inv+CM"] == (1, 1) and nfe["DDIM_Inv+DM"] == (8, 8) and nfe["CT_Inv+refine3+CM"] == (7, 1)
+    for r in report["pairings"]:
+        assert r["psnr"] > 0 and -1 <= r["ssim"] <= 1 and r["total_s_per_batch"] > 0
+    assert report["lpips"].startswith(("available", "unavailable"))
+    assert set(report["latents"]) >= {"CT_Inv", "DDIM_Inv"}
+    assert (out / "recon_grid.png").stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "| CT_Inv+CM | 1 + 1 |" in md and "DDIM_Inv+DM" in md
+
+
+def test_missing_models_are_skipped_with_a_note(runs, tmp_path):
+    report = run_recon(noiser=runs["noiser"], cm=runs["cm"], num_images=16, batch_size=16, out_dir=tmp_path, timing_repeats=1)
+    assert [r["pairing"] for r in report["pairings"]] == ["CT_Inv+CM"]
+    assert {s["pairing"] for s in report["skipped"]} == {"CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM"}
+    assert all("--dm" in s["reason"] for s in report["skipped"])
+
+
+def test_refinement_lowers_the_reconstruction_error(runs, tmp_path):
+    report = run_recon(noiser=runs["noiser"], cm=runs["cm"], refine=20, refine_lr=1.0, num_images=32, batch_size=32,
+                       out_dir=tmp_path, timing_repeats=1)
+    base, refined = report["pairings"][0], report["pairings"][1]
+    assert refined["psnr"] > base["psnr"]
+
+
+def test_mismatched_models_are_refused(runs, tmp_path):
+    # a noiser trained on 16x16 digits and a denoiser trained on 8x8 images
+    from alignlearn.config import TrainConfig, make_run_config
+    from alignlearn.data import ImageData
+    from alignlearn.objectives import ObjectiveConfig
+    import torch.nn.functional as nnf
+
+    tr, te = digits()
+    small = tuple(ImageData("digits8", nnf.avg_pool2d(d.images, 2), d.labels, 10) for d in (tr, te))
+    cfg = make_run_config(ObjectiveConfig("ct"), TrainConfig(steps=2, batch_size=8, device="cpu"), data_name="digits8",
+                          shape=small[0].shape, num_classes=10, preset="tiny")
+    train(cfg, tmp_path / "cm8", show_progress=False, data=small)
+    with pytest.raises(UserError, match="shape"):
+        run_recon(noiser=runs["noiser"], cm=tmp_path / "cm8", out_dir=tmp_path / "o")
+    five = tuple(ImageData("digits", d.images[d.labels < 5], d.labels[d.labels < 5], 5) for d in (tr, te))
+    cfg5 = make_run_config(ObjectiveConfig("ct"), TrainConfig(steps=2, batch_size=8, device="cpu", class_cond=True),
+                           data_name="digits", shape=five[0].shape, num_classes=5, preset="tiny")
+    train(cfg5, tmp_path / "cm5", show_progress=False, data=five)
+    with pytest.raises(UserError, match="classes"):
+        run_recon(noiser=runs["noiser"], cm=tmp_path / "cm5", out_dir=tmp_path / "o")
+
+
+def test_wrong_kind_and_missing_files(runs, tmp_path):
+    with pytest.raises(UserError, match="expected noiser"):
+        run_recon(noiser=runs["cm"], out_dir=tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        run_recon(noiser=tmp_path / "nope", out_dir=tmp_path)
+    with pytest.raises(UserError, match="at least one"):
+        run_recon(out_dir=tmp_path)
+
+
+def test_empty_split_is_refused(runs, tmp_path, monkeypatch):
+    import alignlearn.probes.loading as loading
+
+    tr, te = digits()
+    empty = type(te)(te.name, te.images[:0], te.labels[:0], te.num_classes)
+    monkeypatch.setattr(loading, "load_data", lambda *a, **k: (tr, empty))
+    with pytest.raises(UserError, match="empty"):
+        run_recon(noiser=runs["noiser"], cm=runs["cm"], out_dir=tmp_path)
