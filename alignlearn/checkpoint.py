@@ -27,10 +27,17 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temporary file beside `path`, then rename over it (never a half-written file)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets; these are ordinary files
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False)
         f.write("\n")
@@ -78,6 +85,7 @@ def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=N
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    os.chmod(tmp, 0o777 & ~_umask())
     save_file(_cpu(model.state_dict()), str(tmp / "model.safetensors"))
     save_file(_cpu(ema.module.state_dict()), str(tmp / "ema.safetensors"))
     if target is not None:

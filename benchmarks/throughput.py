@@ -25,10 +25,8 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
 from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
+from alignlearn.results import append_row
 from alignlearn.trainer import train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from results import append_row  # noqa: E402
 
 
 def device_name(device: str) -> str:

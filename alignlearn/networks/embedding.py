@@ -42,7 +42,8 @@ class ConditionEmbedding(nn.Module):
         self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
 
     def forward(self, c_noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        emb = self.mlp(self.noise(c_noise))
+        # Sinusoids are computed in fp32; the MLP runs in its own dtype (fp16/bf16 exports).
+        emb = self.mlp(self.noise(c_noise).to(self.mlp[0].weight.dtype))
         if self.label is not None:
             if labels is None:
                 labels = torch.full((c_noise.shape[0],), self.num_classes, dtype=torch.long, device=c_noise.device)

@@ -1,4 +1,4 @@
-"""Append a row to a named table of RESULTS.md, creating the section and its header when missing."""
+"""RESULTS.md tables: append a row to a named section, creating the section and its header when missing."""
 
 from __future__ import annotations
 

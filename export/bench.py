@@ -1,0 +1,184 @@
+"""`alignlearn bench`: encoder throughput and latency per backend available on this machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alignlearn.errors import UserError
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    batch: int
+    latency_ms: float  # median per call
+    img_per_s: float
+    io: str  # "device" (inputs already on the device) or "host" (numpy in, numpy out)
+    note: str = ""
+
+
+def median_ms(fn: Callable[[], object], sync: Callable[[], None], warmup: int, repeats: int, min_seconds: float = 0.2) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 1000):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
+    import torch
+
+    from alignlearn.models import load_model
+
+    model, cfg = load_model(run, device=device)
+    shape = tuple(cfg.data.shape)
+    conditional = int(cfg.model.backbone.get("num_classes", 0)) > 0
+    on_gpu = device.startswith("cuda")
+    sync = (lambda: torch.cuda.synchronize()) if on_gpu else (lambda: None)
+    if on_gpu:
+        model = model.to(memory_format=torch.channels_last)
+    precision = "bf16 autocast" if on_gpu else "fp32"
+
+    def make(fn):
+        def for_batch(b):
+            x = torch.rand(b, *shape, device=device) * 2 - 1
+            if on_gpu:
+                x = x.contiguous(memory_format=torch.channels_last)
+            t = torch.full((b,), model.eps, device=device)
+            y = torch.zeros(b, dtype=torch.long, device=device) if conditional else None
+
+            def call():
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=on_gpu):
+                    return fn(x, t, y)
+
+            return call
+
+        return for_batch
+
+    runners = [(f"torch eager ({precision})", make(model), "device", "")]
+    if compile_:
+        mode = "max-autotune" if on_gpu else "default"  # max-autotune captures CUDA graphs on GPUs
+        compiled = torch.compile(model, mode=mode, dynamic=False)
+        runners.append((f"torch compiled ({precision}, {mode})", make(compiled), "device", "first calls compile"))
+    return runners, sync, cfg
+
+
+def _ort_runners(onnx_path: Path, shape, conditional: bool):
+    import onnxruntime as ort
+
+    from .runtime import ORT_PROVIDER_ORDER
+
+    out = []
+    for provider in [p for p in ORT_PROVIDER_ORDER if p in ort.get_available_providers()]:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(onnx_path), opts, providers=[provider])
+        except Exception as e:  # noqa: BLE001 - a listed provider can still fail to initialise
+            out.append((f"onnxruntime {provider}", None, "host", f"unavailable: {str(e).splitlines()[0][:80]}"))
+            continue
+        if session.get_providers()[0] != provider:
+            continue  # ORT fell back to another provider: that row is measured separately
+
+        def for_batch(b, session=session):
+            feeds = {"images": np.random.default_rng(0).uniform(-1, 1, (b, *shape)).astype(np.float32)}
+            if conditional:
+                feeds["labels"] = np.zeros(b, dtype=np.int64)
+            return lambda: session.run(["latents"], feeds)
+
+        out.append((f"onnxruntime {provider.replace('ExecutionProvider', '')}", for_batch, "host", ""))
+    return out
+
+
+def _trt_runner(engine: Path, shape, conditional: bool):
+    from .runtime import Encoder
+
+    enc = Encoder(engine, backend="tensorrt")
+
+    def for_batch(b):
+        x = np.random.default_rng(0).uniform(-1, 1, (b, *shape)).astype(np.float32)
+        y = np.zeros(b, dtype=np.int64) if conditional else None
+        return lambda: enc._backend.run(x, y)
+
+    return (f"tensorrt ({enc.meta.precision})", for_batch, "host", "")
+
+
+def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", compile_: bool = True, warmup: int = 5,
+              repeats: int = 20, ddim_steps: int = 30, trt: bool = False, log=print) -> tuple[list[BenchRow], dict]:
+    path = Path(noiser)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    rows: list[BenchRow] = []
+    runners, sync, shape, conditional = [], (lambda: None), None, False
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.is_dir():
+            t_runners, sync, cfg = _torch_runners(path, device, compile_, list(batches))
+            shape, conditional = tuple(cfg.data.shape), int(cfg.model.backbone.get("num_classes", 0)) > 0
+            runners += t_runners
+            from .build import export_run
+
+            onnx_path = Path(tmp) / "noiser.onnx"
+            export_run(path, onnx_path, batch=f"1,{max(batches)},{max(batches)}", trt=trt, log=lambda s: None)
+            runners += _ort_runners(onnx_path, shape, conditional)
+            if trt:
+                engines = list(Path(tmp).glob("*.engine"))
+                runners.append(_trt_runner(engines[0], shape, conditional))
+        elif path.suffix == ".onnx":
+            from .runtime import read_onnx_meta
+
+            meta = read_onnx_meta(path)
+            shape, conditional = meta.image_shape, meta.num_classes > 0
+            runners += _ort_runners(path, shape, conditional)
+        elif path.suffix in (".engine", ".plan"):
+            from .runtime import _meta_from_text
+
+            meta = _meta_from_text(Path(str(path) + ".json").read_text(), path)
+            shape, conditional = meta.image_shape, meta.num_classes > 0
+            runners.append(_trt_runner(path, shape, conditional))
+        else:
+            raise UserError(f"{path}: give a run folder, an .onnx file or a TensorRT .engine")
+        for name, for_batch, io, note in runners:
+            for b in batches:
+                if for_batch is None:
+                    rows.append(BenchRow(name, b, float("nan"), float("nan"), io, note))
+                    continue
+                log(f"timing {name} at batch {b}")
+                ms = median_ms(for_batch(b), sync if io == "device" else (lambda: None), warmup, repeats)
+                rows.append(BenchRow(name, b, ms, 1e3 * b / ms, io, note))
+    info = {"device": _device_name(device), "nfe_ratio": f"{ddim_steps}:1 (DDIM inversion {ddim_steps} NFE vs CT-Inversion 1 NFE)",
+            "shape": shape, "date": str(dt.date.today())}
+    return rows, info
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name()
+    import os
+
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def markdown(rows: list[BenchRow], info: dict) -> str:
+    lines = [f"Device: {info['device']}; image shape {tuple(info['shape'])}; NFE ratio {info['nfe_ratio']}.", "",
+             "| backend | batch | latency (ms, median) | img/s | I/O | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.backend} | {r.batch} | {r.latency_ms:.3f} | {r.img_per_s:,.0f} | {r.io} | {r.note} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,71 @@
+"""The TensorRT path's decisions, tested without TensorRT; the build itself only where TensorRT exists."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alignlearn.errors import UserError
+from alignlearn.export.metadata import EncoderMeta
+from alignlearn.export.tensorrt import BatchProfile, engine_path, precision_plan, sidecar_path, write_sidecar
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def test_batch_profile_parsing_and_shapes():
+    p = BatchProfile.parse("1,256,1024")
+    assert (p.min, p.opt, p.max) == (1, 256, 1024)
+    assert BatchProfile.parse("8") == BatchProfile(8, 8, 8)
+    assert p.shapes((3, 32, 32))["images"] == ((1, 3, 32, 32), (256, 3, 32, 32), (1024, 3, 32, 32))
+    assert p.shapes((3, 32, 32))["labels"] == ((1,), (256,), (1024,))
+    for bad in ("0,1,2", "4,2,8", "a,b,c", "1,2"):
+        with pytest.raises(UserError):
+            BatchProfile.parse(bad)
+
+
+def test_precision_plans_for_tensorrt_10_and_11():
+    assert precision_plan("fp16", 10) == precision_plan("fp16", 10)
+    p10 = precision_plan("fp16", 10)
+    assert p10.onnx_precision == "fp32" and p10.builder_flags == ("FP16",) and not p10.strongly_typed
+    assert precision_plan("bf16", 10).builder_flags == ("BF16",)
+    assert precision_plan("fp32", 10).builder_flags == ()
+    p11 = precision_plan("bf16", 11)
+    assert p11.onnx_precision == "bf16" and p11.strongly_typed and p11.builder_flags == ()
+    assert precision_plan("fp32", 11).onnx_precision == "fp32"
+    with pytest.raises(UserError):
+        precision_plan("int8", 10)
+    with pytest.raises(UserError):
+        precision_plan("fp16", 8)
+
+
+def test_engine_file_naming_and_sidecar(tmp_path):
+    e = engine_path(tmp_path / "noiser.onnx", "fp16", BatchProfile(1, 256, 1024), "10.13.0.35", "90")
+    assert e.name == "noiser.fp16.b1-256-1024.sm90.trt10.engine"
+    meta = EncoderMeta((1, 32, 32), 10, 0.002, 80.0, 0.5)
+    path = write_sidecar(e, meta, BatchProfile(1, 256, 1024), "fp16", "10.13.0.35", "NVIDIA H100")
+    assert path == sidecar_path(e)
+    d = json.loads(path.read_text())
+    assert d["precision"] == "fp16" and d["extra"]["batch_profile"] == [1, 256, 1024] and d["num_classes"] == 10
+    assert EncoderMeta.from_json(path.read_text()).image_shape == (1, 32, 32)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed: the missing-TensorRT message cannot be shown")
+def test_trt_flag_without_tensorrt_is_one_clear_line(noiser_runs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "alignlearn", "export", str(noiser_runs["uncond"]), "--onnx",
+                           str(tmp_path / "n.onnx"), "--trt"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TensorRT is not installed") and "pip install" in lines[0]
+    assert not (tmp_path / "n.onnx").exists()  # it failed before doing any work
+
+
+@pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (it cannot be installed on the CI machine)")
+def test_tensorrt_build_and_parity(noiser_runs, tmp_path):
+    from alignlearn.export.build import export_run
+
+    res = export_run(noiser_runs["cond"], tmp_path / "n.onnx", trt=True, batch="1,8,64", log=print)
+    assert res.engine.exists() and sidecar_path(res.engine).exists()
