@@ -43,3 +43,65 @@ def probe_recon(
         out_dir=out, device=str(resolve_device(device)),
     )
     typer.echo((out / "report.md").read_text())
+
+
+@probe_app.command("linear")
+def probe_linear(
+    noiser: Path = typer.Option(..., help="Noiser run (ct-inversion)."),
+    dm: Optional[Path] = typer.Option(None, help="Diffusion-model run: adds a DDIM-inversion-latent row."),
+    data: Optional[str] = typer.Option(None, help="Data set  [default: the noiser's own]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live."),
+    block: str = typer.Option("mid.res.1", help="Backbone block whose pooled output is the feature row."),
+    seeds: int = typer.Option(3, help="Stratified 80/20 splits (mean and std reported)."),
+    max_images: int = typer.Option(5000, help="Images in the probe pool (stratified subsample)."),
+    out: Path = typer.Option(Path("linear"), help="Folder for linear.json and linear.md."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """Linear probes of latents and features against pixels, random weights and DDIM latents."""
+    from .linear import run_linear
+
+    run_linear(noiser, dm, data=data, data_dir=str(data_dir) if data_dir else None, block=block, seeds=seeds,
+               max_images=max_images, out_dir=out, device=str(resolve_device(device)))
+    typer.echo((out / "linear.md").read_text())
+
+
+@probe_app.command("edit")
+def probe_edit(
+    noiser: Path = typer.Option(..., help="Class-conditional noiser run."),
+    decoder: Path = typer.Option(..., help="Class-conditional consistency (ct) or diffusion (edm) run."),
+    guidance: str = typer.Option("1", help="Guidance scales to sweep, e.g. 1,2,4 (1: the conditional model)."),
+    targets: Optional[str] = typer.Option(None, help="Target classes, e.g. 0,3,7  [default: all]"),
+    per_class: int = typer.Option(2, help="Source images per class (held-out split)."),
+    dm_steps: int = typer.Option(30, help="ODE steps for a diffusion decoder."),
+    judge_epochs: int = typer.Option(10, help="Training epochs of the judging classifier."),
+    data: Optional[str] = typer.Option(None, help="Data set  [default: the noiser's own]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live."),
+    out: Path = typer.Option(Path("edit"), help="Folder for edit_grid.png, edit.json, edit.md."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """Style-preserving class conversion: encode with the source label, decode with each target label."""
+    from .edit import run_edit
+
+    try:
+        ws = [float(w) for w in guidance.split(",")]
+        ts = [int(t) for t in targets.split(",")] if targets else None
+    except ValueError:
+        raise UserError("--guidance and --targets take comma-separated numbers") from None
+    run_edit(noiser, decoder, guidance=ws, targets=ts, data=data, data_dir=str(data_dir) if data_dir else None,
+             per_class=per_class, dm_steps=dm_steps, judge_epochs=judge_epochs, out_dir=out, device=str(resolve_device(device)))
+    typer.echo((out / "edit.md").read_text())
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo"), help="Report folder: report.md, grids, training_loss.png, runs/."),
+    steps: int = typer.Option(1500, help="Training steps of each of the three models."),
+    batch_size: int = typer.Option(128, help="Training batch size."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+):
+    """Train, export and probe on the embedded digits: the whole toolkit in one command (CPU, ~10 minutes)."""
+    from .demo import run_demo
+
+    if steps < 1:
+        raise UserError("--steps must be at least 1")
+    run_demo(out, steps=steps, batch_size=batch_size, force=force, log=typer.echo)

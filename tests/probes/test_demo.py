@@ -1,0 +1,17 @@
+from alignlearn.errors import UserError
+from alignlearn.probes.demo import run_demo
+
+import pytest
+
+
+def test_demo_quick_writes_a_complete_report(tmp_path):
+    report = run_demo(tmp_path / "demo", steps=20, quick=True, log=lambda s: None)
+    text = report.read_text()
+    for section in ("## Training", "## Export", "## Reconstruction", "## Linear probes", "## Editing with the consistency model"):
+        assert section in text
+    for png in ("training_loss.png", "recon/recon_grid.png", "edit_cm/edit_grid.png", "edit_dm/edit_grid.png"):
+        assert (tmp_path / "demo" / png).stat().st_size > 1000
+    assert (tmp_path / "demo/noiser.onnx").exists()
+    assert "| CT_Inv+CM | 1 + 1 |" in text and "raw pixels" in text
+    with pytest.raises(UserError, match="not empty"):
+        run_demo(tmp_path / "demo", steps=1, quick=True, log=lambda s: None)

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from alignlearn.errors import UserError
+from alignlearn.probes.features import NoiserFeatures
+from alignlearn.probes.linear import run_linear
+
+from ..core.helpers import digits
+
+
+def test_linear_probe_table(runs, tmp_path):
+    report = run_linear(runs["noiser_uncond"], runs["dm"], seeds=2, max_images=600, ddim_steps=5, out_dir=tmp_path)
+    names = [r["features"] for r in report["rows"]]
+    assert names[0] == "raw pixels" and len(names) == 5
+    assert any("latent x_T" in n for n in names) and any("random-init" in n for n in names) and any("DDIM" in n for n in names)
+    pixels = report["rows"][0]
+    assert pixels["accuracy_mean"] > 0.8 > 3 * report["chance"]  # well above chance (0.1 for digits)
+    assert pixels["dim"] == 256 and all(len(r["accuracies"]) == 2 for r in report["rows"])
+    md = (tmp_path / "linear.md").read_text()
+    assert "| raw pixels | 256 |" in md and (tmp_path / "linear.json").exists()
+
+
+def test_conditional_noiser_probes_with_the_null_label(runs, tmp_path):
+    report = run_linear(runs["noiser"], seeds=1, max_images=300, out_dir=tmp_path)
+    assert len(report["rows"]) == 4
+
+
+def test_features_transformer_in_a_pipeline(runs):
+    train, test = digits()
+    pipe = Pipeline([("features", NoiserFeatures(runs["noiser_uncond"], kind="features")),
+                     ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=500))])
+    X = train.images[:300].flatten(1).numpy()
+    pipe.fit(X, train.labels[:300].numpy())
+    acc = pipe.score(test.images[:200].flatten(1).numpy(), test.labels[:200].numpy())
+    assert acc > 0.2  # tiny 30-step model: above chance (0.1), not a quality claim
+    Z = NoiserFeatures(runs["noiser_uncond"]).fit(X).transform(X[:5])
+    assert Z.shape == (5, 256) and np.isfinite(Z).all()
+
+
+def test_unknown_block(runs, tmp_path):
+    with pytest.raises(UserError, match="unknown block"):
+        run_linear(runs["noiser_uncond"], block="nope", seeds=1, max_images=200, out_dir=tmp_path)
