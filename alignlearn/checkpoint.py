@@ -137,3 +137,21 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise UserError(f"{path} does not fit this model: {first}") from None
+
+
+def pack_run(run_dir: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """A small copy of a run for transport: config.json and the EMA weights in `dtype`, loadable as a run.
+
+    Training state (optimizer, raw weights) is left out, so a packed run cannot be resumed.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    src = latest_checkpoint(run_dir)
+    dst = out_dir / CKPT_DIR / src.name
+    dst.mkdir(parents=True, exist_ok=True)
+    ema = load_tensors(src / "ema.safetensors")
+    save_file({k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in ema.items()}, str(dst / "ema.safetensors"))
+    state = read_json(src / "state.json")
+    write_json_atomic(dst / "state.json", {"step": state["step"], "packed": str(dtype).replace("torch.", "")})
+    write_json_atomic(out_dir / CKPT_DIR / LATEST, {"path": src.name})
+    shutil.copyfile(run_dir / CONFIG, out_dir / CONFIG)
+    return out_dir

@@ -38,5 +38,5 @@ def load_model(run_dir: str | Path, weights: str = "ema", device: str | torch.de
     model = build_model(cfg.model)
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    load_weights(model, latest_checkpoint(Path(run_dir)) / f"{weights}.safetensors")
+    load_weights(model, latest_checkpoint(Path(run_dir)) / f"{weights}.safetensors")  # packed bf16 weights upcast here
     return model.to(device).eval(), cfg

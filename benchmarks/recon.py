@@ -1,0 +1,118 @@
+"""Train the noiser, the CT denoiser and the EDM denoiser on a time budget, run the reconstruction probe,
+and append the four-pairing table to RESULTS.md.
+
+    python benchmarks/recon.py --data digits --preset tiny --budget-s 120                         # CPU smoke, minutes
+    python benchmarks/recon.py --data mnist-5k --preset mnist --budget-s 210 --batch-size 512 --compile --out $OUT/mnist
+
+The step count K of each model comes from a short calibration run (img/s after
+warm-up), so the curriculum N(k) spans the whole budget. Runs are packed
+(bf16 EMA weights + config) under --out for transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from alignlearn.checkpoint import pack_run
+from alignlearn.config import TrainConfig, make_run_config
+from alignlearn.data import load_data
+from alignlearn.objectives import ObjectiveConfig
+from alignlearn.probes.recon import run_recon
+from alignlearn.results import append_row
+from alignlearn.trainer import train
+
+REPORT_REFERENCE = {  # the report's figures (CIFAR-10 / MNIST), for the table's last column
+    "CT_Inv+CM": "CIFAR-10 18.07 / 0.7911; MNIST (CT_Inv+CT) 21.67 / 0.9270",
+    "DDIM_Inv+DM": "CIFAR-10 22.98 / 0.8298",
+}
+
+
+def make_cfg(objective, data, a, steps):
+    tc = TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond, device=a.device,
+                     compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=min(100, steps // 10 + 1))
+    return make_run_config(ObjectiveConfig(objective), tc, data_name=a.data, shape=data[0].shape,
+                           num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir)
+
+
+def calibrate(objective, data, a) -> float:
+    """img/s of this objective, preset and batch on this device (median after the first logging interval)."""
+    steps = 3 * a.log_every
+    with tempfile.TemporaryDirectory() as tmp:
+        train(make_cfg(objective, data, a, steps), Path(tmp) / "cal", show_progress=False, data=data)
+        rows = [json.loads(line) for line in open(Path(tmp) / "cal" / "metrics.jsonl")]
+    return statistics.median(r["img_per_s"] for r in rows[1:])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--budget-s", type=float, default=120.0, help="training seconds per model")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--class-cond", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--refine", type=int, default=20)
+    p.add_argument("--num-images", type=int, default=1000)
+    p.add_argument("--out", default="bench_recon")
+    p.add_argument("--results", default="RESULTS.md")
+    a = p.parse_args(argv)
+    from alignlearn.distributed import resolve_device
+
+    a.device = str(resolve_device(a.device))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(a.data, a.data_dir)
+    runs, budget = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for role, objective in (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm")):
+            rate = calibrate(objective, data, a)
+            steps = max(50, int(a.budget_s * rate / a.batch_size))
+            print(f"{role}: {rate:.0f} img/s -> {steps} steps in {a.budget_s:.0f} s", flush=True)
+            t0 = time.time()
+            train(make_cfg(objective, data, a, steps), Path(tmp) / role, show_progress=False, data=data)
+            budget[role] = {"steps": steps, "seconds": time.time() - t0, "img_per_s": rate}
+            runs[role] = pack_run(Path(tmp) / role, out / "runs" / role)
+        report = run_recon(runs["noiser"], runs["cm"], runs["dm"], refine=a.refine, refine_lr=1.0, num_images=a.num_images,
+                           batch_size=256 if a.device.startswith("cuda") else 64, out_dir=out / "probe", device=a.device)
+    (out / "budget.json").write_text(json.dumps(budget, indent=2) + "\n")
+    cmd = "python benchmarks/recon.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    spent = ", ".join(f"{r} {b['steps']} steps / {b['seconds']:.0f} s" for r, b in budget.items())
+    header = ["date", "device", "data (held-out images)", "preset", "training per model", "pairing", "NFE", "PSNR", "SSIM", "LPIPS",
+              "s / batch", "report (PSNR / SSIM)", "command"]
+    for r in report["pairings"]:
+        lp = f"{r['lpips']:.4f}" if r["lpips"] is not None else "unavailable"
+        append_row(a.results, "Reconstruction (alignlearn probe recon)", header, [
+            str(dt.date.today()), report["device"], f"{a.data} ({report['num_images']})", a.preset, spent, r["pairing"],
+            f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", lp,
+            f"{r['total_s_per_batch']:.4f} (batch {report['batch_size']})", REPORT_REFERENCE.get(r["pairing"], ""),
+            f"`{cmd}`"])
+    rows = {r["pairing"]: r for r in report["pairings"]}
+    if "CT_Inv+CM" in rows and "DDIM_Inv+DM" in rows:
+        speed = rows["DDIM_Inv+DM"]["encode_s_per_batch"] / rows["CT_Inv+CM"]["encode_s_per_batch"]
+        trip = rows["DDIM_Inv+DM"]["total_s_per_batch"] / rows["CT_Inv+CM"]["total_s_per_batch"]
+        append_row(a.results, "Speed: 1-NFE CT-Inversion against 30-step DDIM inversion (same run)",
+                   ["date", "device", "data", "preset", "encode speed-up (CT_Inv vs DDIM_Inv 30)", "round-trip speed-up (CT_Inv+CM vs DDIM_Inv+DM 30+30)", "command"],
+                   [str(dt.date.today()), report["device"], a.data, a.preset, f"{speed:.1f}x", f"{trip:.1f}x", f"`{cmd}`"])
+    for name, s in report["latents"].items():
+        append_row(a.results, "Latent statistics (x_T should be ~ N(x0, T^2 I))",
+                   ["date", "device", "data", "encoder", "mean", "std / T", "(latent - x0) std / T", "normality p", "command"],
+                   [str(dt.date.today()), report["device"], a.data, name, f"{s['mean']:.3f}", f"{s['std_over_T']:.4f}",
+                    f"{s['noise_std_over_T']:.4f}", f"{s['normaltest_p']:.3g}", f"`{cmd}`"])
+    print((out / "probe" / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
