@@ -102,7 +102,7 @@ def main(argv=None):
     p.add_argument("--seeds", default="0")
     p.add_argument("--ablation", action="store_true", help="also train the other recipes")
     p.add_argument("--results", default="RESULTS.md")
-    p.add_argument("--plot", default="toy_inversion.png")
+    p.add_argument("--plot", default="benchmarks/figures/toy_inversion.png")
     a = p.parse_args(argv)
     x_eps, exact = held_out()
     ddim = {n: ((ddim_invert(GaussianMixture1D().denoiser, x_eps.double(), karras_sigmas(n + 1)).float() - exact).abs() / 80).median().item()

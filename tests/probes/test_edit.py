@@ -43,3 +43,41 @@ def test_edit_errors(runs, tmp_path):
         run_edit(runs["noiser"], runs["noiser"], out_dir=tmp_path)
     with pytest.raises(UserError, match="not classes"):
         run_edit(runs["noiser"], runs["cm"], targets=[11], out_dir=tmp_path)
+
+
+def test_decoder_of_another_shape_or_class_count(runs, tmp_path):
+    import torch.nn.functional as nnf
+
+    from alignlearn.config import TrainConfig, make_run_config
+    from alignlearn.data import ImageData
+    from alignlearn.objectives import ObjectiveConfig
+    from alignlearn.trainer import train
+
+    from ..core.helpers import digits
+
+    tr, te = digits()
+    small = tuple(ImageData("digits8", nnf.avg_pool2d(d.images, 2), d.labels, 10) for d in (tr, te))
+    cfg = make_run_config(ObjectiveConfig("ct"), TrainConfig(steps=2, batch_size=8, device="cpu", class_cond=True),
+                          data_name="digits8", shape=small[0].shape, num_classes=10, preset="tiny")
+    train(cfg, tmp_path / "cm8", show_progress=False, data=small)
+    with pytest.raises(UserError, match="shape"):
+        run_edit(runs["noiser"], tmp_path / "cm8", out_dir=tmp_path / "o")
+    five = tuple(ImageData("digits", d.images[d.labels < 5], d.labels[d.labels < 5], 5) for d in (tr, te))
+    cfg5 = make_run_config(ObjectiveConfig("edm"), TrainConfig(steps=2, batch_size=8, device="cpu", class_cond=True),
+                           data_name="digits", shape=five[0].shape, num_classes=5, preset="tiny")
+    train(cfg5, tmp_path / "dm5", show_progress=False, data=five)
+    with pytest.raises(UserError, match="classes"):
+        run_edit(runs["noiser"], tmp_path / "dm5", out_dir=tmp_path / "o")
+
+
+def test_edit_cli_error_is_one_line(runs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "alignlearn", "probe", "edit", "--noiser", str(runs["noiser_uncond"]),
+                           "--decoder", str(runs["cm"]), "--out", str(tmp_path / "e"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unconditional" in lines[0]
