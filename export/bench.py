@@ -81,10 +81,10 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
 def _ort_runners(onnx_path: Path, shape, conditional: bool):
     import onnxruntime as ort
 
-    from .runtime import ORT_PROVIDER_ORDER
+    from .runtime import ort_providers
 
     out = []
-    for provider in [p for p in ORT_PROVIDER_ORDER if p in ort.get_available_providers()]:
+    for provider in ort_providers():
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

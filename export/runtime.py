@@ -104,14 +104,43 @@ def _meta_from_text(text: str | None, path: Path) -> EncoderMeta:
         raise UserError(f"{path} is not an alignlearn encoder export: {e}") from None
 
 
+def cuda_device_count() -> int:
+    """CUDA devices the driver reports (0 without a driver), read through libcuda without torch."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        try:
+            lib = ctypes.CDLL("nvcuda.dll")
+        except (OSError, AttributeError):
+            return 0
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def ort_providers() -> list[str]:
+    """TensorRT EP, CUDA EP, CPU EP, in that order, among those this ONNX Runtime has and this machine can run.
+
+    onnxruntime-gpu lists the GPU providers even on machines without a GPU, where asking
+    for them only prints errors before falling back to the CPU.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    gpu = cuda_device_count() > 0
+    return [p for p in ORT_PROVIDER_ORDER if p in available and (gpu or p == "CPUExecutionProvider")]
+
+
 class _OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, path: Path, meta: EncoderMeta, providers: list[str] | None):
         import onnxruntime as ort
 
-        available = ort.get_available_providers()
-        self.providers = providers or [p for p in ORT_PROVIDER_ORDER if p in available]
+        self.providers = providers or ort_providers()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -98,6 +98,7 @@ def test_onnx_file_that_is_not_an_alignlearn_export(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
                               opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8  # loadable by older ONNX Runtime releases too
     path = tmp_path / "other.onnx"
     onnx.save(model, str(path))
     with pytest.raises(UserError, match="not an alignlearn encoder export"):

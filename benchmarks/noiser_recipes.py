@@ -1,0 +1,77 @@
+"""Noiser recipe variants on images, each measured against the default in one run.
+
+    python benchmarks/noiser_recipes.py --cm runs/cm --steps 1500 --variants default,target=stopgrad,target_ema=0.5
+
+Trains one noiser per variant (same data, preset, steps, seed), then reports its
+latents' std / T (1 is the target: x_T ~ N(x0, T^2 I)) and the CT_Inv+CM
+reconstruction with a fixed consistency model, and appends rows to RESULTS.md.
+A variant is `default` or comma-free `key=value` pairs joined by `;` (ObjectiveConfig
+fields, or `lr=`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+from pathlib import Path
+
+from alignlearn.config import TrainConfig, make_run_config
+from alignlearn.data import load_data
+from alignlearn.models import load_run_config
+from alignlearn.objectives import ObjectiveConfig
+from alignlearn.probes.recon import run_recon
+from alignlearn.results import append_row
+from alignlearn.trainer import train
+
+FLOATS = {"p_mean", "p_std", "huber_c", "target_ema", "lr"}
+INTS = {"s0", "s1", "curriculum_steps"}
+
+
+def parse_variant(text: str) -> dict:
+    if text == "default":
+        return {}
+    out = {}
+    for pair in text.split(";"):
+        k, v = pair.split("=")
+        out[k] = float(v) if k in FLOATS else int(v) if k in INTS else v
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cm", required=True, help="a consistency-model run on the same data (class-conditional or not)")
+    p.add_argument("--variants", default="default")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--num-images", type=int, default=256)
+    p.add_argument("--results", default="RESULTS.md")
+    a = p.parse_args(argv)
+    cm_cfg = load_run_config(a.cm)
+    data = load_data(cm_cfg.data.name, cm_cfg.data.data_dir)
+    class_cond = int(cm_cfg.model.backbone.get("num_classes", 0)) > 0
+    cmd = "python benchmarks/noiser_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        for text in a.variants.split(","):
+            variant = parse_variant(text)
+            lr = variant.pop("lr", a.lr)
+            cfg = make_run_config(ObjectiveConfig("ct-inversion", **variant),
+                                  TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, class_cond=class_cond,
+                                              ckpt_every=10**9, sample_every=10**9, device="cpu"),
+                                  data_name=cm_cfg.data.name, shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset)
+            run = Path(tmp) / f"v{len(text)}_{abs(hash(text)) % 10**6}"
+            train(cfg, run, show_progress=False, data=data)
+            rep = run_recon(run, a.cm, num_images=a.num_images, out_dir=Path(tmp) / "probe", timing_repeats=1)
+            row = rep["pairings"][0]
+            stats = rep["latents"]["CT_Inv"]
+            cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}", text,
+                     f"{stats['std_over_T']:.4f}", f"{row['psnr']:.2f}", f"{row['ssim']:.4f}", f"`{cmd}`"]
+            print(append_row(a.results, "Noiser recipes on images (CT_Inv+CM with a fixed CM)",
+                             ["date", "device", "data", "training", "variant", "latent std / T", "PSNR", "SSIM", "command"], cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
