@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from alignlearn.checkpoint import pack_run
 from alignlearn.config import TrainConfig, make_run_config

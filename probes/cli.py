@@ -37,7 +37,7 @@ def probe_recon(
 
     if dm_solver not in ("euler", "heun"):
         raise UserError(f"unknown --dm-solver {dm_solver!r}; choose euler or heun")
-    report = run_recon(
+    run_recon(
         noiser, cm, dm, data=data, data_dir=str(data_dir) if data_dir else None, ddim_steps=ddim_steps, dm_steps=dm_steps,
         dm_solver=dm_solver, refine=refine, refine_lr=refine_lr, num_images=num_images, batch_size=batch_size,
         out_dir=out, device=str(resolve_device(device)),

@@ -46,7 +46,7 @@ def noiser_features(model: Preconditioned, images: torch.Tensor, labels: torch.T
             out.append(encode(model, x, eps=model.eps, labels=y).flatten(1).float().cpu())
             continue
         captured = []
-        hook = module.register_forward_hook(lambda m, inp, o: captured.append(o))
+        hook = module.register_forward_hook(lambda m, inp, o, sink=captured: sink.append(o))
         try:
             encode(model, x, eps=model.eps, labels=y)
         finally:

@@ -9,7 +9,7 @@ from alignlearn.errors import UserError
 from alignlearn.probes.recon import run_recon
 from alignlearn.trainer import train
 
-from ..core.helpers import digits, tiny_config
+from ..core.helpers import digits
 
 
 def test_recon_cli_end_to_end(runs, tmp_path):
