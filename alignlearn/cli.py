@@ -23,7 +23,8 @@ RECIPE = "Recipe (DESIGN.md §1)"
 @app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder: config.json, metrics.jsonl, checkpoints/, samples/."),
-    objective: str = typer.Option("ct-inversion", help="ct-inversion (noiser) | ct (consistency denoiser) | edm (diffusion denoiser)."),
+    objective: str = typer.Option("ct-inversion", help="ct-inversion (noiser) | cd-inversion (noiser distilled from --teacher) | ct (consistency denoiser) | edm (diffusion denoiser)."),
+    teacher: Optional[Path] = typer.Option(None, help="cd-inversion: the diffusion-model (edm) run whose PF-ODE steps replace Algorithm 1's shared noise."),
     data: str = typer.Option("digits", help="digits | mnist | fashion-mnist | cifar10 | mnist-5k | folder:PATH"),
     data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live (raw files are read without a network)."),
     image_size: Optional[int] = typer.Option(None, help="Resize folder:PATH images to this size (default: the first image's)."),
@@ -82,6 +83,7 @@ def train(
             name=objective, step_schedule=step_schedule, s0=s0, s1=s1, scale_distribution=scale_distribution,
             p_mean=p_mean, p_std=p_std, distance=distance, huber_c=huber_c, weighting=weighting,
             target=target, target_ema=target_ema, curriculum_steps=curriculum_steps,
+            teacher=str(teacher) if teacher else None,
         )
         tc = TrainConfig(
             steps=steps or 2000, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup=warmup, grad_clip=grad_clip,

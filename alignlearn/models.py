@@ -40,3 +40,16 @@ def load_model(run_dir: str | Path, weights: str = "ema", device: str | torch.de
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     load_weights(model, latest_checkpoint(Path(run_dir)) / f"{weights}.safetensors")  # packed bf16 weights upcast here
     return model.to(device).eval(), cfg
+
+
+def load_teacher(path: str | Path, student: RunConfig, device) -> Preconditioned:
+    """The frozen diffusion denoiser that cd-inversion distils from, checked against the student's data."""
+    teacher, cfg = load_model(path, device=device)
+    if teacher.kind != "edm":
+        raise UserError(f"--teacher {path} holds a {teacher.kind} model; cd-inversion needs a diffusion (edm) run")
+    if tuple(cfg.data.shape) != tuple(student.data.shape):
+        raise UserError(f"--teacher was trained on images of shape {tuple(cfg.data.shape)}, the data here are {tuple(student.data.shape)}")
+    t_classes, s_classes = cfg.model.backbone.get("num_classes", 0), student.model.backbone.get("num_classes", 0)
+    if t_classes and s_classes and t_classes != s_classes:
+        raise UserError(f"--teacher is conditioned on {t_classes} classes, the noiser on {s_classes}")
+    return teacher.requires_grad_(False)

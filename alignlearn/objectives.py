@@ -17,7 +17,7 @@ from .distances import make_distance
 from .errors import UserError
 from .schedule import EPS, RHO, SIGMA_DATA, T_MAX, index_probs, karras_sigmas, lognormal_sigmas, sample_indices, steps_at
 
-OBJECTIVES = ("ct-inversion", "ct", "edm")
+OBJECTIVES = ("ct-inversion", "cd-inversion", "ct", "edm")
 WEIGHTINGS = ("inverse-dt", "uniform")
 TARGETS = ("stopgrad", "ema")
 
@@ -30,11 +30,12 @@ TARGETS = ("stopgrad", "ema")
 RECIPE_DEFAULTS = {
     "ct": dict(scale_distribution="lognormal", p_mean=-1.1, p_std=2.0, weighting="inverse-dt", target="stopgrad", target_ema=0.999),
     "ct-inversion": dict(scale_distribution="uniform", p_mean=-1.1, p_std=2.0, weighting="uniform", target="ema", target_ema=0.95),
+    "cd-inversion": dict(scale_distribution="uniform", p_mean=-1.1, p_std=2.0, weighting="uniform", target="ema", target_ema=0.95),
     "edm": dict(scale_distribution="lognormal", p_mean=-1.2, p_std=1.2, weighting="uniform", target="stopgrad", target_ema=0.999),
 }
 
 # Which preconditioning each objective trains.
-PARAMETERISATION_OF = {"ct-inversion": "noiser", "ct": "cm", "edm": "edm"}
+PARAMETERISATION_OF = {"ct-inversion": "noiser", "cd-inversion": "noiser", "ct": "cm", "edm": "edm"}
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ObjectiveConfig:
     T: float = T_MAX
     rho: float = RHO
     curriculum_steps: int | None = None
+    teacher: str | None = None  # cd-inversion: the diffusion-model run whose PF-ODE step replaces the shared z
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -104,7 +106,7 @@ class ConsistencyPairLoss:
             self._grids[key] = (t.float().to(device), p.float().to(device))
         return self._grids[key]
 
-    def pair(self, x0: torch.Tensor, step: int):
+    def pair(self, x0: torch.Tensor, step: int, labels=None):
         """Sample (t_n, t_{n+1}, x_n, x_{n+1}) as in Algorithm 1."""
         t, p = self.grid(step, x0.device)
         n = sample_indices(p, x0.shape[0])
@@ -125,7 +127,7 @@ class ConsistencyPairLoss:
     output_scale = 1.0
 
     def __call__(self, model: nn.Module, target_model: nn.Module, x0: torch.Tensor, labels, step: int) -> torch.Tensor:
-        t_n, t_n1, x_n, x_n1 = self.pair(x0, step)
+        t_n, t_n1, x_n, x_n1 = self.pair(x0, step, labels)
         (x_on, t_on), (x_tg, t_tg) = self.online_and_target(x_n, x_n1, t_n, t_n1)
         with torch.no_grad(), _replay_rng(x0.device):
             target = target_model(x_tg, t_tg, labels).float()
@@ -170,8 +172,30 @@ class EDMLoss:
         return weight * (D - x0).flatten(1).pow(2).mean(1)
 
 
-LOSSES = {"ct-inversion": CTInversionLoss, "ct": CTLoss, "edm": EDMLoss}
+class CDInversionLoss(CTInversionLoss):
+    """Distillation for the inverse direction: x_{n+1} is one Euler step of the PF-ODE up from x_n with a
+    trained diffusion denoiser D, x_{n+1} = x_n + (t_{n+1} - t_n)(x_n - D(x_n, t_n))/t_n, instead of
+    Algorithm 1's one-sample estimate (x_n - x0)/t_n. Lower variance, at the cost of needing D (iCD)."""
+
+    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None):
+        super().__init__(cfg, total_steps, data_dim)
+        if teacher is None:
+            raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
+        self.teacher = teacher
+
+    def pair(self, x0: torch.Tensor, step: int, labels=None):
+        t_n, t_n1, x_n, _ = super().pair(x0, step, labels)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        with torch.no_grad():
+            D = self.teacher(x_n, t_n, labels).float()
+        x_n1 = x_n + (t_n1 - t_n).view(shape) * (x_n - D) / t_n.view(shape)
+        return t_n, t_n1, x_n, x_n1
 
 
-def build_objective(cfg: ObjectiveConfig, total_steps: int, data_dim: int):
+LOSSES = {"ct-inversion": CTInversionLoss, "cd-inversion": CDInversionLoss, "ct": CTLoss, "edm": EDMLoss}
+
+
+def build_objective(cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None):
+    if cfg.name == "cd-inversion":
+        return CDInversionLoss(cfg, total_steps, data_dim, teacher)
     return LOSSES[cfg.name](cfg, total_steps, data_dim)

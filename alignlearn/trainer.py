@@ -35,7 +35,7 @@ from .config import RunConfig
 from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
-from .models import build_model
+from .models import build_model, load_teacher
 from .objectives import build_objective
 from .previews import preview
 
@@ -126,17 +126,19 @@ def train(
     stop_after: int | None = None,
     show_progress: bool = True,
     data=None,
+    teacher=None,
 ) -> TrainResult:
-    """Train `cfg` into `run_dir`. `data` = (train, test) ImageData overrides cfg.data (toy problems)."""
+    """Train `cfg` into `run_dir`. `data` = (train, test) ImageData overrides cfg.data, `teacher` a
+    callable D(x, t, labels) overrides cfg.objective.teacher (toy problems with analytic denoisers)."""
     run_dir = Path(run_dir)
     info = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, run_dir, info, resume, force, stop_after, show_progress, data)
+        return _train(cfg, run_dir, info, resume, force, stop_after, show_progress, data, teacher)
     finally:
         shutdown(info)
 
 
-def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data) -> TrainResult:
+def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data, teacher) -> TrainResult:
     from .data import load_data
 
     tc, device = cfg.train, info.device
@@ -174,7 +176,11 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     target_net = target_ema if target_ema is not None else net
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (tc.bf16 and on_gpu) else nullcontext()
 
-    objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)))
+    if cfg.objective.name == "cd-inversion" and teacher is None:
+        if not cfg.objective.teacher:
+            raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
+        teacher = load_teacher(cfg.objective.teacher, cfg, device)
+    objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)), teacher=teacher)
     x_all = train_set.images[info.rank :: info.world_size].to(device)
     y_all = train_set.labels[info.rank :: info.world_size].to(device)
     if channels_last:
@@ -190,7 +196,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     last_ckpt = latest_checkpoint(run_dir) if resume else None
     t_mark, step_mark = time.perf_counter(), start
     metrics = open(run_dir / METRICS, "a") if info.is_main else None
-    progress = _progress(show_progress and info.is_main, end, start)
+    progress = _Progress(show_progress and info.is_main, end, start)
 
     def save(step):
         nonlocal last_ckpt
@@ -286,7 +292,7 @@ def _load_state(run_dir: Path, raw, ema, target_ema, optimizer) -> int:
         raise UserError(f"checkpoint {ckpt} is corrupt: {e}") from None
 
 
-class _progress:
+class _Progress:
     """A rich progress bar with loss and img/s (a no-op when disabled)."""
 
     def __init__(self, enabled: bool, total: int, start: int):

@@ -6,7 +6,7 @@ Trains one noiser per variant (same data, preset, steps, seed), then reports its
 latents' std / T (1 is the target: x_T ~ N(x0, T^2 I)) and the CT_Inv+CM
 reconstruction with a fixed consistency model, and appends rows to RESULTS.md.
 A variant is `default` or comma-free `key=value` pairs joined by `;` (ObjectiveConfig
-fields, or `lr=`).
+fields, `objective=cd-inversion;teacher=RUN`, or `lr=`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def main(argv=None):
         for text in a.variants.split(","):
             variant = parse_variant(text)
             lr = variant.pop("lr", a.lr)
-            cfg = make_run_config(ObjectiveConfig("ct-inversion", **variant),
+            objective = variant.pop("objective", "ct-inversion")
+            cfg = make_run_config(ObjectiveConfig(objective, **variant),
                                   TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, class_cond=class_cond,
                                               ckpt_every=10**9, sample_every=10**9, device="cpu"),
                                   data_name=cm_cfg.data.name, shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset)

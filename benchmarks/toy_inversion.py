@@ -37,6 +37,7 @@ RECIPES = {
     "uniform lambda, uniform P, stop-grad": dict(target="stopgrad"),
     "1/dt lambda, uniform P, EMA 0.95": dict(weighting="inverse-dt"),
     "uniform lambda, lognormal P, EMA 0.95": dict(scale_distribution="lognormal"),
+    "cd-inversion, exact denoiser as teacher (default recipe)": dict(objective="cd-inversion"),
 }
 
 
@@ -44,14 +45,16 @@ def train_noiser(run_dir: Path, recipe: dict, seed: int, steps: int, curriculum:
     mix = GaussianMixture1D()
     x = mix.sample(20000, generator=torch.Generator().manual_seed(0))
     data = ImageData("mixture-1d", x, torch.zeros(len(x), dtype=torch.long), 0)
-    obj = ObjectiveConfig("ct-inversion", curriculum_steps=curriculum, **recipe)
+    recipe = dict(recipe)
+    obj = ObjectiveConfig(recipe.pop("objective", "ct-inversion"), curriculum_steps=curriculum, **recipe)
     tc = TrainConfig(steps=steps, batch_size=512, lr=1e-3, warmup=100, log_every=500, ckpt_every=10**9,
                      sample_every=10**9, device="cpu", seed=seed)
     cfg = make_run_config(obj, tc, data_name="mixture-1d", shape=(1,), num_classes=0, preset="mlp")
     from alignlearn.trainer import train
 
     t0 = time.time()
-    train(cfg, run_dir, show_progress=False, data=(data, data))
+    teacher = (lambda x, t, labels: mix.denoiser(x, t)) if obj.name == "cd-inversion" else None
+    train(cfg, run_dir, show_progress=False, data=(data, data), teacher=teacher)
     return load_model(run_dir)[0], time.time() - t0
 
 
@@ -101,6 +104,7 @@ def main(argv=None):
     p.add_argument("--curriculum-steps", type=int, default=3000)
     p.add_argument("--seeds", default="0")
     p.add_argument("--ablation", action="store_true", help="also train the other recipes")
+    p.add_argument("--recipes", type=lambda s: s.split("|"), default=None, help="recipe names joined by |")
     p.add_argument("--results", default="RESULTS.md")
     p.add_argument("--plot", default="benchmarks/figures/toy_inversion.png")
     a = p.parse_args(argv)
@@ -110,16 +114,17 @@ def main(argv=None):
     print("DDIM inversion with the exact denoiser, median |err| / T:", {k: round(v, 4) for k, v in ddim.items()})
     cmd = "python benchmarks/toy_inversion.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = ["date", "machine", "encoder", "NFE", "seed", "median abs(f - x_T) / T", "90th pct", "train s", "command"]
-    for n, e in ddim.items():
+    for n, e in ddim.items() if a.recipes is None else ():
         append_row(a.results, "1-D mixture: 1-NFE encoding against the exact PF-ODE endpoint", header,
                    [str(dt.date.today()), "CPU (2 cores)", "DDIM inversion, exact denoiser", str(n), "-", f"{e:.4f}", "", "", f"`{cmd}`"])
-    recipes = RECIPES if a.ablation else dict(list(RECIPES.items())[:1])
+    recipes = RECIPES if a.ablation else {k: v for k, v in RECIPES.items() if k in (a.recipes or [next(iter(RECIPES))])}
     with tempfile.TemporaryDirectory() as tmp:
         for name, recipe in recipes.items():
             for seed in [int(s) for s in a.seeds.split(",")]:
                 noiser, secs = train_noiser(Path(tmp) / f"r{len(name)}_{seed}", recipe, seed, a.steps, a.curriculum_steps)
                 err = ((encode(noiser, x_eps) - exact).abs() / 80).flatten()
-                row = [str(dt.date.today()), "CPU (2 cores)", f"CT-Inversion, {name}", "1", str(seed),
+                label = name if name.startswith("cd-") else f"CT-Inversion, {name}"
+                row = [str(dt.date.today()), "CPU (2 cores)", label, "1", str(seed),
                        f"{err.median():.4f}", f"{err.quantile(0.9):.4f}", f"{secs:.0f}", f"`{cmd}`"]
                 print(append_row(a.results, "1-D mixture: 1-NFE encoding against the exact PF-ODE endpoint", header, row))
                 if name == next(iter(RECIPES)) and seed == int(a.seeds.split(",")[0]):

@@ -105,3 +105,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]  # written once, by rank 0
     assert proc.stdout.count("trained 6 steps") == 1
+
+
+def test_cd_inversion_teacher_errors(tmp_path, a_run):
+    assert_clean_error(run_cli("train", "--out", str(tmp_path / "r"), "--objective", "cd-inversion"), "--teacher")
+    # a noiser is not a diffusion model
+    assert_clean_error(run_cli("train", "--out", str(tmp_path / "r2"), "--objective", "cd-inversion", "--teacher", str(a_run)), "edm")

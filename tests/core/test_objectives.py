@@ -98,3 +98,27 @@ def test_edm_loss_weight_and_shape():
 
     loss = obj(Perfect(), None, torch.zeros(10, 4), None, 0)
     assert loss.shape == (10,) and torch.all(loss == 0)
+
+
+def test_cd_inversion_target_is_the_teachers_euler_step():
+    from alignlearn.objectives import CDInversionLoss
+
+    teacher = lambda x, t, labels=None: 0.5 * x  # noqa: E731 - any denoiser will do
+    obj = CDInversionLoss(ObjectiveConfig("cd-inversion"), 100, 4, teacher)
+    x0 = torch.randn(64, 4)
+    t_n, t_n1, x_n, x_n1 = obj.pair(x0, 50)
+    expect = x_n + (t_n1 - t_n)[:, None] * (x_n - 0.5 * x_n) / t_n[:, None]
+    assert torch.allclose(x_n1, expect)
+    # not Algorithm 1's shared-z point x0 + t_{n+1} z
+    z = (x_n - x0) / t_n[:, None]
+    assert not torch.allclose(x_n1, x0 + t_n1[:, None] * z)
+
+
+def test_cd_inversion_needs_a_teacher():
+    import pytest
+
+    from alignlearn.errors import UserError
+    from alignlearn.objectives import build_objective
+
+    with pytest.raises(UserError, match="teacher"):
+        build_objective(ObjectiveConfig("cd-inversion"), 100, 4)
