@@ -26,12 +26,15 @@ class EMA(nn.Module):
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup = float(decay), warmup
 
+    @staticmethod
+    def _tensors(model: nn.Module) -> list[torch.Tensor]:
+        """Parameters then floating buffers, in the same order for the model and its copy (no dict per step)."""
+        return [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         decay = ema_decay_at(step, self.decay) if self.warmup else self.decay
-        ema = [t for t in self.module.state_dict().values() if t.is_floating_point()]
-        cur = [t.detach() for t in model.state_dict().values() if t.is_floating_point()]
-        torch._foreach_lerp_(ema, cur, 1.0 - decay)
+        torch._foreach_lerp_(self._tensors(self.module), [t.detach() for t in self._tensors(model)], 1.0 - decay)
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)

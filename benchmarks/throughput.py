@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,13 +25,8 @@ from alignlearn.data import load_data
 from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
 from alignlearn.results import append_row
+from alignlearn.timing import device_name
 from alignlearn.trainer import train
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def step_flops(cfg, shape, device) -> int:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from alignlearn.errors import UserError
+from alignlearn.timing import device_name, median_seconds
 
 
 @dataclass
@@ -26,20 +23,6 @@ class BenchRow:
     note: str = ""
 
 
-def median_ms(fn: Callable[[], object], sync: Callable[[], None], warmup: int, repeats: int, min_seconds: float = 0.2) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 1000):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
     import torch
 
@@ -49,7 +32,6 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
     shape = tuple(cfg.data.shape)
     conditional = int(cfg.model.backbone.get("num_classes", 0)) > 0
     on_gpu = device.startswith("cuda")
-    sync = (lambda: torch.cuda.synchronize()) if on_gpu else (lambda: None)
     if on_gpu:
         model = model.to(memory_format=torch.channels_last)
     precision = "bf16 autocast" if on_gpu else "fp32"
@@ -75,7 +57,7 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
         mode = "max-autotune" if on_gpu else "default"  # max-autotune captures CUDA graphs on GPUs
         compiled = torch.compile(model, mode=mode, dynamic=False)
         runners.append((f"torch compiled ({precision}, {mode})", make(compiled), "device", "first calls compile"))
-    return runners, sync, cfg
+    return runners, cfg
 
 
 def _ort_runners(onnx_path: Path, shape, conditional: bool):
@@ -125,10 +107,10 @@ def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", comp
     if not path.exists():
         raise UserError(f"{path} does not exist")
     rows: list[BenchRow] = []
-    runners, sync, shape, conditional = [], (lambda: None), None, False
+    runners, shape, conditional = [], None, False
     with tempfile.TemporaryDirectory() as tmp:
         if path.is_dir():
-            t_runners, sync, cfg = _torch_runners(path, device, compile_, list(batches))
+            t_runners, cfg = _torch_runners(path, device, compile_, list(batches))
             shape, conditional = tuple(cfg.data.shape), int(cfg.model.backbone.get("num_classes", 0)) > 0
             runners += t_runners
             from .build import export_run
@@ -159,21 +141,11 @@ def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", comp
                     rows.append(BenchRow(name, b, float("nan"), float("nan"), io, note))
                     continue
                 log(f"timing {name} at batch {b}")
-                ms = median_ms(for_batch(b), sync if io == "device" else (lambda: None), warmup, repeats)
+                ms = 1e3 * median_seconds(for_batch(b), device if io == "device" else "cpu", warmup, repeats, min_seconds=0.2)
                 rows.append(BenchRow(name, b, ms, 1e3 * b / ms, io, note))
-    info = {"device": _device_name(device), "nfe_ratio": f"{ddim_steps}:1 (DDIM inversion {ddim_steps} NFE vs CT-Inversion 1 NFE)",
+    info = {"device": device_name(device), "nfe_ratio": f"{ddim_steps}:1 (DDIM inversion {ddim_steps} NFE vs CT-Inversion 1 NFE)",
             "shape": shape, "date": str(dt.date.today())}
     return rows, info
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name()
-    import os
-
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 
 def markdown(rows: list[BenchRow], info: dict) -> str:

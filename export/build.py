@@ -10,8 +10,9 @@ import numpy as np
 
 from alignlearn.errors import UserError
 from alignlearn.models import load_model
+from alignlearn.timing import device_name
 
-from .metadata import EncoderMeta
+from .metadata import EncoderMeta, meta_for
 from .onnx_export import ParityResult, check_parity, export_onnx, ort_runner, parity_table
 from .tensorrt import BatchProfile, build_engine, compute_capability, engine_path, import_tensorrt, precision_plan, timing_cache_path, write_sidecar
 
@@ -23,13 +24,6 @@ class ExportResult:
     onnx_parity: list[ParityResult] = field(default_factory=list)
     engine_parity: list[ParityResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def meta_for(cfg, precision: str) -> EncoderMeta:
-    return EncoderMeta(
-        image_shape=tuple(cfg.data.shape), num_classes=int(cfg.model.backbone.get("num_classes", 0)),
-        eps=cfg.model.eps, T=cfg.model.T, sigma_data=cfg.model.sigma_data, precision=precision, data=cfg.data.name,
-    )
 
 
 def real_images(cfg, limit: int = 512) -> np.ndarray | None:
@@ -97,7 +91,7 @@ def _build_and_check(noiser, meta, onnx_out, precision, profile, plan, real, for
         f"{'strongly typed' if plan.strongly_typed else 'builder flags ' + ','.join(plan.builder_flags) or 'fp32'}, "
         f"batch {profile.min}..{profile.max})")
     build_engine(onnx_out, engine, meta, profile, plan, cache=timing_cache_path(onnx_out))
-    write_sidecar(engine, EncoderMeta.from_json(meta.to_json()), profile, precision, trt.__version__, _gpu_name())
+    write_sidecar(engine, EncoderMeta.from_json(meta.to_json()), profile, precision, trt.__version__, device_name("cuda"))
     enc = Encoder(engine)
     engine_meta = EncoderMeta.from_json(meta.to_json())
     engine_meta.precision = precision
@@ -105,12 +99,3 @@ def _build_and_check(noiser, meta, onnx_out, precision, profile, plan, real, for
     results = check_parity(noiser, lambda x, y: enc._backend.run(x, y), engine_meta, real, batches=batches)
     _fail_if_bad(results, "the TensorRT engine", engine, log)
     return engine
-
-
-def _gpu_name() -> str:
-    try:
-        import torch
-
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "unknown GPU"
-    except ImportError:
-        return "unknown GPU"

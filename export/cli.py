@@ -9,9 +9,8 @@ import numpy as np
 import typer
 
 from alignlearn.cli import app
+from alignlearn.data import IMAGE_SUFFIXES
 from alignlearn.errors import UserError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @app.command()

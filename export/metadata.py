@@ -58,3 +58,12 @@ class EncoderMeta:
             "normalisation": self.normalisation,
             "alignlearn_version": self.alignlearn_version,
         }
+
+
+def meta_for(cfg, precision: str = "fp32") -> EncoderMeta:
+    """The metadata of a noiser run's RunConfig (read as plain attributes: no torch here)."""
+    return EncoderMeta(
+        image_shape=tuple(cfg.data.shape), num_classes=int(cfg.model.backbone.get("num_classes", 0)),
+        eps=cfg.model.eps, T=cfg.model.T, sigma_data=cfg.model.sigma_data, precision=precision,
+        data=cfg.data.name, alignlearn_version=cfg.version,
+    )

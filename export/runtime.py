@@ -291,11 +291,9 @@ class _TorchBackend:
 def _meta_from_run(path: Path) -> EncoderMeta:
     from alignlearn.models import load_run_config
 
-    cfg = load_run_config(path)
-    return EncoderMeta(
-        tuple(cfg.data.shape), int(cfg.model.backbone.get("num_classes", 0)), cfg.model.eps, cfg.model.T,
-        cfg.model.sigma_data, data=cfg.data.name, alignlearn_version=cfg.version,
-    )
+    from .metadata import meta_for
+
+    return meta_for(load_run_config(path))
 
 
 class Encoder:

@@ -18,19 +18,14 @@ from alignlearn.schedule import karras_sigmas
 
 from .classifier import train_judge
 from .grids import save_labelled_grid
-from .loading import Loaded, check_compatible, evaluation_split
+from .loading import Loaded, check_compatible, evaluation_split, load_role
 from .metrics import ssim
 
 MAX_GUIDANCE = 20.0
 
 
 def load_decoder(path, device) -> Loaded:
-    from alignlearn.models import load_model
-
-    model, cfg = load_model(path, device=device)
-    if model.kind not in ("cm", "edm"):
-        raise UserError(f"--decoder {path} holds a {model.kind} model; expected a consistency (ct) or diffusion (edm) model")
-    return Loaded("decoder", Path(path), model, cfg)
+    return load_role(path, "decoder", ("cm", "edm"), device, expected="a consistency (ct) or diffusion (edm) model")
 
 
 def decode(dec: Loaded, z: torch.Tensor, labels: torch.Tensor, guidance: float, steps: int) -> torch.Tensor:
@@ -42,8 +37,6 @@ def decode(dec: Loaded, z: torch.Tensor, labels: torch.Tensor, guidance: float, 
 
 def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_dir=None, per_class: int = 2,
              dm_steps: int = 30, judge_epochs: int = 10, out_dir="edit", device: str = "cpu", grid_guidance: float | None = None) -> dict:
-    from .loading import load_role
-
     n = load_role(noiser, "noiser", "noiser", device)
     if n is None:
         raise UserError("--noiser is required")

@@ -34,13 +34,14 @@ class Loaded:
         return labels if self.num_classes and labels is not None else None
 
 
-def load_role(path: str | Path | None, role: str, kind: str, device) -> Loaded | None:
-    """A run of the expected parameterisation (`noiser`, `cm`, `edm`), or None when not given."""
+def load_role(path: str | Path | None, role: str, kind: str | tuple[str, ...], device, expected: str | None = None) -> Loaded | None:
+    """A run of an expected parameterisation (`noiser`, `cm`, `edm`), or None when not given."""
     if path is None:
         return None
+    kinds = (kind,) if isinstance(kind, str) else kind
     model, cfg = load_model(path, device=device)
-    if model.kind != kind:
-        raise UserError(f"--{role} {path} holds a {model.kind} model; expected {kind}")
+    if model.kind not in kinds:
+        raise UserError(f"--{role} {path} holds a {model.kind} model; expected {expected or ' or '.join(kinds)}")
     return Loaded(role, Path(path), model, cfg)
 
 

@@ -22,7 +22,7 @@ from alignlearn.schedule import karras_sigmas
 from .grids import save_labelled_grid
 from .loading import Loaded, check_compatible, evaluation_split, load_role
 from .metrics import LPIPS, latent_stats, psnr, ssim
-from .timing import device_name, median_seconds
+from alignlearn.timing import device_name, median_seconds
 
 
 @dataclass

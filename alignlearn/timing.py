@@ -16,12 +16,16 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device | str, warmup: int = 2, repeats: int = 5) -> float:
+def median_seconds(fn: Callable[[], object], device: torch.device | str, warmup: int = 2, repeats: int = 5,
+                   min_seconds: float = 0.0) -> float:
+    """Median wall time of fn() after `warmup` calls; at least `repeats` calls, more (up to 1000) until
+    `min_seconds` have passed. Pass device "cpu" for work that returns only when done (host I/O)."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
-    for _ in range(repeats):
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 1000):
         t0 = time.perf_counter()
         fn()
         synchronize(device)
