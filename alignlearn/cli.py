@@ -29,7 +29,8 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live (raw files are read without a network)."),
     image_size: Optional[int] = typer.Option(None, help="Resize folder:PATH images to this size (default: the first image's)."),
     preset: str = typer.Option("tiny", help="Backbone size: tiny | small | mnist | cifar | mlp."),
-    steps: Optional[int] = typer.Option(None, help="Training steps K  [default: 2000, or the run's own on --resume]"),
+    steps: Optional[int] = typer.Option(None, help="Training steps K  [default: 2000 (with --time-budget: a cap of 1000000), or the run's own on --resume]"),
+    time_budget: float = typer.Option(0.0, help="Train for this many seconds, the curriculum N(k) following the clock (0: off; the first, compiling step is not counted)."),
     batch_size: int = typer.Option(128, help="Global batch size (split across torchrun processes)."),
     class_cond: bool = typer.Option(False, "--class-cond", help="Condition on labels; a null label is trained with --cond-drop."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
@@ -86,7 +87,7 @@ def train(
             teacher=str(teacher) if teacher else None,
         )
         tc = TrainConfig(
-            steps=steps or 2000, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup=warmup, grad_clip=grad_clip,
+            steps=steps or (1_000_000 if time_budget else 2000), time_budget_s=time_budget, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup=warmup, grad_clip=grad_clip,
             ema_decay=ema_decay, class_cond=class_cond, cond_drop=cond_drop, seed=seed, device=device, bf16=bf16,
             compile=compile, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every,
         )

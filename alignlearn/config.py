@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 25
     ckpt_every: int = 1000
     sample_every: int = 1000
+    time_budget_s: float = 0.0  # > 0: the curriculum follows wall-clock time and training stops when it is spent
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -67,6 +68,8 @@ class TrainConfig:
             raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.time_budget_s < 0:
+            raise UserError(f"--time-budget must be positive (seconds), got {self.time_budget_s}")
 
 
 @dataclass

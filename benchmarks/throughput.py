@@ -56,6 +56,7 @@ def main(argv=None):
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the fraction column")
     p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--json", default=None, help="also write img/s, TFLOP/s and FLOPs per step to this file")
     p.add_argument("--command", default=None, help="the command line to record (default: this one)")
     a = p.parse_args(argv)
 
@@ -82,6 +83,11 @@ def main(argv=None):
              str(a.batch_size), ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else ""),
              f"{img_s:,.0f}", f"{tflops:.3g}", frac, f"`{cmd}`"]
     print(append_row(a.results, "Training throughput", header, cells))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"img_per_s": img_s, "tflops": tflops, "step_flops": flops, "batch_size": a.batch_size,
+                                            "compile": a.compile, "device": device_name(dev),
+                                            "first_interval_s": a.batch_size * rows[0]["step"] / rows[0]["img_per_s"],
+                                            "steady_interval_s": a.batch_size * rows[0]["step"] / img_s}) + "\n")
 
 
 if __name__ == "__main__":

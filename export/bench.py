@@ -54,10 +54,23 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
 
     runners = [(f"torch eager ({precision})", make(model), "device", "")]
     if compile_:
-        mode = "max-autotune" if on_gpu else "default"  # max-autotune captures CUDA graphs on GPUs
+        mode = "reduce-overhead" if on_gpu else "default"  # reduce-overhead replays CUDA graphs: no launch cost at batch 1
         compiled = torch.compile(model, mode=mode, dynamic=False)
         runners.append((f"torch compiled ({precision}, {mode})", make(compiled), "device", "first calls compile"))
-    return runners, cfg
+    return runners, cfg, forward_flops(model, shape, conditional)
+
+
+def forward_flops(model, shape, conditional: bool) -> int:
+    """FLOPs of one image's encoding (one forward pass), counted by torch.utils.flop_counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(model.parameters())
+    x = torch.zeros(2, *shape, device=p.device)
+    y = torch.zeros(2, dtype=torch.long, device=p.device) if conditional else None
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x, torch.full((2,), model.eps, device=p.device), y)
+    return fc.get_total_flops() // 2
 
 
 def _ort_runners(onnx_path: Path, shape, conditional: bool):
@@ -102,22 +115,27 @@ def _trt_runner(engine: Path, shape, conditional: bool):
 
 
 def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", compile_: bool = True, warmup: int = 5,
-              repeats: int = 20, ddim_steps: int = 30, trt: bool = False, log=print) -> tuple[list[BenchRow], dict]:
+              repeats: int = 20, ddim_steps: int = 30, trt: bool = False, onnx: bool = True,
+              log=print) -> tuple[list[BenchRow], dict]:
+    """Time every backend available for `noiser`; `onnx=False` leaves out export and ONNX Runtime (for a
+    run folder, when only the torch backends matter: large models on a CPU provider take minutes)."""
     path = Path(noiser)
     if not path.exists():
         raise UserError(f"{path} does not exist")
     rows: list[BenchRow] = []
-    runners, shape, conditional = [], None, False
+    runners, shape, conditional, flops = [], None, False, None
     with tempfile.TemporaryDirectory() as tmp:
         if path.is_dir():
-            t_runners, cfg = _torch_runners(path, device, compile_, list(batches))
+            t_runners, cfg, flops = _torch_runners(path, device, compile_, list(batches))
             shape, conditional = tuple(cfg.data.shape), int(cfg.model.backbone.get("num_classes", 0)) > 0
             runners += t_runners
-            from .build import export_run
+            if onnx or trt:
+                from .build import export_run
 
-            onnx_path = Path(tmp) / "noiser.onnx"
-            export_run(path, onnx_path, batch=f"1,{max(batches)},{max(batches)}", trt=trt, log=lambda s: None)
-            runners += _ort_runners(onnx_path, shape, conditional)
+                onnx_path = Path(tmp) / "noiser.onnx"
+                export_run(path, onnx_path, batch=f"1,{max(batches)},{max(batches)}", trt=trt, log=lambda s: None)
+            if onnx:
+                runners += _ort_runners(onnx_path, shape, conditional)
             if trt:
                 engines = list(Path(tmp).glob("*.engine"))
                 runners.append(_trt_runner(engines[0], shape, conditional))
@@ -144,13 +162,23 @@ def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", comp
                 ms = 1e3 * median_seconds(for_batch(b), device if io == "device" else "cpu", warmup, repeats, min_seconds=0.2)
                 rows.append(BenchRow(name, b, ms, 1e3 * b / ms, io, note))
     info = {"device": device_name(device), "nfe_ratio": f"{ddim_steps}:1 (DDIM inversion {ddim_steps} NFE vs CT-Inversion 1 NFE)",
-            "shape": shape, "date": str(dt.date.today())}
+            "shape": shape, "date": str(dt.date.today()), "flops_per_image": flops}
     return rows, info
 
 
-def markdown(rows: list[BenchRow], info: dict) -> str:
-    lines = [f"Device: {info['device']}; image shape {tuple(info['shape'])}; NFE ratio {info['nfe_ratio']}.", "",
-             "| backend | batch | latency (ms, median) | img/s | I/O | note |", "|---|---|---|---|---|---|"]
+def tflops(row: BenchRow, info: dict, peak_tflops: float | None = None) -> tuple[str, str]:
+    """Achieved TFLOP/s of a row and its fraction of the given peak ("n/a" without FLOPs or peak)."""
+    if not info.get("flops_per_image") or row.img_per_s != row.img_per_s:
+        return "n/a", "n/a"
+    achieved = info["flops_per_image"] * row.img_per_s / 1e12
+    return f"{achieved:.3g}", (f"{100 * achieved / peak_tflops:.1f}%" if peak_tflops else "n/a")
+
+
+def markdown(rows: list[BenchRow], info: dict, peak_tflops: float | None = None) -> str:
+    gf = f"{info['flops_per_image'] / 1e9:.3f} GFLOP per image" if info.get("flops_per_image") else "FLOPs not counted"
+    lines = [f"Device: {info['device']}; image shape {tuple(info['shape'])}; {gf}; NFE ratio {info['nfe_ratio']}.", "",
+             "| backend | batch | latency (ms, median) | img/s | TFLOP/s | of peak | I/O | note |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.backend} | {r.batch} | {r.latency_ms:.3f} | {r.img_per_s:,.0f} | {r.io} | {r.note} |")
+        tf, frac = tflops(r, info, peak_tflops)
+        lines.append(f"| {r.backend} | {r.batch} | {r.latency_ms:.3f} | {r.img_per_s:,.0f} | {tf} | {frac} | {r.io} | {r.note} |")
     return "\n".join(lines) + "\n"

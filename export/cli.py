@@ -114,26 +114,29 @@ def bench(
     device: str = typer.Option("auto", help="auto | cpu | cuda (for the torch backends)."),
     compile: bool = typer.Option(True, help="Include torch.compile."),
     trt: bool = typer.Option(False, "--trt", help="Include TensorRT (needs tensorrt and a GPU)."),
+    onnx: bool = typer.Option(True, help="Include the ONNX export and ONNX Runtime (run folders)."),
     repeats: int = typer.Option(20, help="Timed calls per row (median)."),
+    peak_tflops: Optional[float] = typer.Option(None, help="The device's measured bf16 matrix peak, for a fraction-of-peak column."),
     results: Optional[Path] = typer.Option(None, help="Append the rows to this RESULTS.md."),
 ):
     """Encoder throughput (img/s) and latency per backend available here."""
     from alignlearn.distributed import resolve_device
 
-    from .bench import markdown, run_bench
+    from .bench import markdown, run_bench, tflops
 
     try:
         sizes = [int(b) for b in batches.split(",")]
     except ValueError:
         raise UserError(f"--batches expects integers like 1,256, got {batches!r}") from None
-    rows, info = run_bench(noiser, batches=sizes, device=str(resolve_device(device)), compile_=compile, trt=trt,
+    rows, info = run_bench(noiser, batches=sizes, device=str(resolve_device(device)), compile_=compile, trt=trt, onnx=onnx,
                            repeats=repeats, log=lambda s: typer.echo(s, err=True))
-    typer.echo(markdown(rows, info))
+    typer.echo(markdown(rows, info, peak_tflops))
     if results is not None:
         from alignlearn.results import append_row
 
-        header = ["date", "device", "backend", "batch", "latency ms (median)", "img/s", "I/O", "command"]
+        header = ["date", "device", "backend", "batch", "latency ms (median)", "img/s", "TFLOP/s (of peak)", "I/O", "command"]
         cmd = f"`alignlearn bench --noiser {noiser} --batches {batches}`"
         for r in rows:
             append_row(results, "Encoder backends (alignlearn bench)", header,
-                       [info["date"], info["device"], r.backend, str(r.batch), f"{r.latency_ms:.3f}", f"{r.img_per_s:,.0f}", r.io, cmd])
+                       [info["date"], info["device"], r.backend, str(r.batch), f"{r.latency_ms:.3f}", f"{r.img_per_s:,.0f}",
+                        "{} ({})".format(*tflops(r, info, peak_tflops)), r.io, cmd])

@@ -81,3 +81,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert json.loads((tmp_path / "r/checkpoints/latest.json").read_text())["path"] == "step_00000010"
     sd = load_file(tmp_path / "r/checkpoints/step_00000010/model.safetensors")
     assert all(torch.isfinite(v).all() for v in sd.values())
+
+
+def test_time_budget_stops_on_the_clock_and_spans_the_curriculum(tmp_path):
+    cfg = tiny_config("ct-inversion", steps=1_000_000, batch_size=16)
+    cfg.train.time_budget_s, cfg.train.log_every = 1.5, 5
+    result = train(cfg, tmp_path / "run", show_progress=False, data=digits())
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert 5 <= result.step < 1_000_000
+    n = [r["N"] for r in rows]
+    assert n[0] == 11 and n[-1] > n[0] and n == sorted(n)  # ict: N grows from s0+1 as the budget is spent
+    state = json.load(open(result.checkpoint / "state.json"))
+    assert 1.5 <= state["budget_spent"] < 1.5 + 5.0  # stops at the first log boundary past the budget

@@ -1,4 +1,7 @@
-from alignlearn.export.bench import markdown, run_bench
+import pytest
+import torch
+
+from alignlearn.export.bench import forward_flops, markdown, run_bench, tflops
 
 
 def test_bench_times_every_available_backend(noiser_runs):
@@ -8,3 +11,26 @@ def test_bench_times_every_available_backend(noiser_runs):
     assert {r.batch for r in rows} == {1, 4}
     assert all(r.latency_ms > 0 and r.img_per_s > 0 for r in rows)
     assert info["nfe_ratio"].startswith("30:1") and "| torch eager" in markdown(rows, info)
+
+
+def test_bench_counts_flops_and_can_leave_out_onnx(noiser_runs):
+    rows, info = run_bench(noiser_runs["uncond"], batches=(2,), device="cpu", compile_=False, onnx=False, warmup=1, repeats=2,
+                           log=lambda s: None)
+    assert [r.backend for r in rows] == ["torch eager (fp32)"]
+    assert info["flops_per_image"] > 0
+    achieved, frac = tflops(rows[0], info, peak_tflops=rows[0].img_per_s * info["flops_per_image"] / 1e12 * 4)
+    assert float(achieved) == pytest.approx(rows[0].img_per_s * info["flops_per_image"] / 1e12, rel=0.01)
+    assert frac == "25.0%"
+    assert "GFLOP per image" in markdown(rows, info, peak_tflops=100.0)
+
+
+def test_forward_flops_are_per_image(noiser_runs):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alignlearn.models import load_model
+
+    model, cfg = load_model(noiser_runs["uncond"], device="cpu")
+    x = torch.zeros(5, *cfg.data.shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x, torch.full((5,), model.eps), None)
+    assert forward_flops(model, tuple(cfg.data.shape), False) * 5 == fc.get_total_flops()
