@@ -19,6 +19,7 @@ BIG_PRESET=${BIG_PRESET:-cifar}
 DATA=${DATA:-mnist-5k}
 BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
+PROBES=${PROBES-edit linear}  # probes run after recon here; PROBES= leaves them to a CPU run on the returned runs
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
 WORK=${WORK:-/tmp/alignlearn_gpu}  # kept between the two stages on a warm machine
@@ -93,7 +94,9 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
   step train-compiled $PY "${THR[@]}" --compile --json "$WORK/train_compiled.json"
   step bench-run $PY -m alignlearn train --data "$DATA" --preset "$PRESET" --steps 20 --batch-size 64 --device "$DEVICE" \
     --out "$WORK/bench_run" --quiet --force
-  step bench-$PRESET $PY -m alignlearn bench --noiser "$WORK/bench_run" --batches "1,$BATCH" --device "$DEVICE" $PK --results "$RES"
+  # ONNX Runtime here is its CPU provider (no onnxruntime-gpu on the device image): timed on CPUs, not here
+  NO_ONNX=""; [ "$DEVICE" = cuda ] && NO_ONNX="--no-onnx"
+  step bench-$PRESET $PY -m alignlearn bench --noiser "$WORK/bench_run" --batches "1,$BATCH" --device "$DEVICE" $NO_ONNX $PK --results "$RES"
   step rgb-folder rgb_folder
   step bench-run-$BIG_PRESET $PY -m alignlearn train --data "folder:$WORK/rgb32" --preset "$BIG_PRESET" --steps 2 --batch-size 8 \
     --device "$DEVICE" --out "$WORK/cifar_run" --quiet --force
@@ -120,9 +123,9 @@ PY
   step recon $PY benchmarks/recon.py --data "$DATA" --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" --class-cond \
     --device "$DEVICE" $COMPILE --out "$WORK/recon" --results "$RES"
   R="$WORK/recon/runs"
-  step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" --guidance 1,2,3 --per-class 10 \
+  [[ " $PROBES " == *" edit "* ]] && step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" --guidance 1,2,3 --per-class 10 \
     --device "$DEVICE" --out "$WORK/edit"
-  step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" --device "$DEVICE" --out "$WORK/linear"
+  [[ " $PROBES " == *" linear "* ]] && step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" --device "$DEVICE" --out "$WORK/linear"
   for p in edit linear; do [ -f "$WORK/$p/$p.md" ] && { echo "## $p"; cat "$WORK/$p/$p.md"; } >> "$WORK/probes.md"; done
 fi
 echo "gpu.sh done at ${SECONDS} s"

@@ -116,9 +116,10 @@ def _trt_runner(engine: Path, shape, conditional: bool):
 
 def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", compile_: bool = True, warmup: int = 5,
               repeats: int = 20, ddim_steps: int = 30, trt: bool = False, onnx: bool = True,
-              log=print) -> tuple[list[BenchRow], dict]:
+              log=print, on_row=None) -> tuple[list[BenchRow], dict]:
     """Time every backend available for `noiser`; `onnx=False` leaves out export and ONNX Runtime (for a
-    run folder, when only the torch backends matter: large models on a CPU provider take minutes)."""
+    run folder, when only the torch backends matter: large models on a CPU provider take minutes).
+    `on_row(row, info)` sees each row as soon as it is measured, so a run cut short keeps what it timed."""
     path = Path(noiser)
     if not path.exists():
         raise UserError(f"{path} does not exist")
@@ -153,16 +154,18 @@ def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", comp
             runners.append(_trt_runner(path, shape, conditional))
         else:
             raise UserError(f"{path}: give a run folder, an .onnx file or a TensorRT .engine")
+        info = {"device": device_name(device), "nfe_ratio": f"{ddim_steps}:1 (DDIM inversion {ddim_steps} NFE vs CT-Inversion 1 NFE)",
+                "shape": shape, "date": str(dt.date.today()), "flops_per_image": flops}
         for name, for_batch, io, note in runners:
             for b in batches:
                 if for_batch is None:
                     rows.append(BenchRow(name, b, float("nan"), float("nan"), io, note))
-                    continue
-                log(f"timing {name} at batch {b}")
-                ms = 1e3 * median_seconds(for_batch(b), device if io == "device" else "cpu", warmup, repeats, min_seconds=0.2)
-                rows.append(BenchRow(name, b, ms, 1e3 * b / ms, io, note))
-    info = {"device": device_name(device), "nfe_ratio": f"{ddim_steps}:1 (DDIM inversion {ddim_steps} NFE vs CT-Inversion 1 NFE)",
-            "shape": shape, "date": str(dt.date.today()), "flops_per_image": flops}
+                else:
+                    log(f"timing {name} at batch {b}")
+                    ms = 1e3 * median_seconds(for_batch(b), device if io == "device" else "cpu", warmup, repeats, min_seconds=0.2)
+                    rows.append(BenchRow(name, b, ms, 1e3 * b / ms, io, note))
+                if on_row is not None:
+                    on_row(rows[-1], info)
     return rows, info
 
 

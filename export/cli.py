@@ -128,15 +128,18 @@ def bench(
         sizes = [int(b) for b in batches.split(",")]
     except ValueError:
         raise UserError(f"--batches expects integers like 1,256, got {batches!r}") from None
-    rows, info = run_bench(noiser, batches=sizes, device=str(resolve_device(device)), compile_=compile, trt=trt, onnx=onnx,
-                           repeats=repeats, log=lambda s: typer.echo(s, err=True))
-    typer.echo(markdown(rows, info, peak_tflops))
-    if results is not None:
-        from alignlearn.results import append_row
+    header = ["date", "device", "backend", "batch", "latency ms (median)", "img/s", "TFLOP/s (of peak)", "I/O", "command"]
+    cmd = f"`alignlearn bench --noiser {noiser} --batches {batches}" + (" --no-onnx" if not onnx else "") + "`"
 
-        header = ["date", "device", "backend", "batch", "latency ms (median)", "img/s", "TFLOP/s (of peak)", "I/O", "command"]
-        cmd = f"`alignlearn bench --noiser {noiser} --batches {batches}`"
-        for r in rows:
+    def record(r, info):  # each row is printed and lands in RESULTS.md as soon as it is measured
+        typer.echo(f"{r.backend}, batch {r.batch}: {r.latency_ms:.3f} ms, {r.img_per_s:,.0f} img/s", err=True)
+        if results is not None:
+            from alignlearn.results import append_row
+
             append_row(results, "Encoder backends (alignlearn bench)", header,
                        [info["date"], info["device"], r.backend, str(r.batch), f"{r.latency_ms:.3f}", f"{r.img_per_s:,.0f}",
                         "{} ({})".format(*tflops(r, info, peak_tflops)), r.io, cmd])
+
+    rows, info = run_bench(noiser, batches=sizes, device=str(resolve_device(device)), compile_=compile, trt=trt, onnx=onnx,
+                           repeats=repeats, log=lambda s: typer.echo(s, err=True), on_row=record)
+    typer.echo(markdown(rows, info, peak_tflops))

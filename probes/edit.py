@@ -86,7 +86,8 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     w_grid = grid_guidance if grid_guidance in grids else guidance[0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    blocks = [("sources", x0)] + [(f"-> {t}", grids[w_grid][t]) for t in targets]
+    show = torch.arange(0, len(x0), per_class)[:20]  # the grid shows one source per class, at most 20 columns
+    blocks = [("sources", x0[show])] + [(f"-> {t}", grids[w_grid][t][show.to(x0.device)]) for t in targets]
     save_labelled_grid(blocks, out / "edit_grid.png")
     report["grid_guidance"] = w_grid
     (out / "edit.json").write_text(json.dumps(report, indent=2) + "\n")

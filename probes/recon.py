@@ -94,8 +94,9 @@ def run_recon(
     check_compatible(models)
     by_role = {m.role: m for m in models}
     _, test = evaluation_split(models[0], data, data_dir)
-    x0 = test.images[:num_images].to(device)
-    labels = test.labels[:num_images].to(device)
+    # evenly spaced over the split, not its head: a split stored class by class (mnist-5k) would give one class
+    pick = torch.linspace(0, len(test) - 1, min(num_images, len(test))).round().long()
+    x0, labels = test.images[pick].to(device), test.labels[pick].to(device)
 
     enc = encoders(by_role.get("noiser"), by_role.get("dm"), ddim_steps)
     dec = decoders(by_role.get("cm"), by_role.get("dm"), dm_steps, dm_solver)
@@ -109,7 +110,8 @@ def run_recon(
     dec_s = {name: median_seconds(lambda s=side, z=latents[next(iter(latents))][:batch_size]: s.fn(z, timing_y), device, repeats=timing_repeats)
              for name, side in dec.items()} if latents else {}
 
-    rows, skipped, blocks = [], [], [("ground truth", x0[:grid_images])]
+    show = torch.linspace(0, len(x0) - 1, min(grid_images, len(x0))).round().long()
+    rows, skipped, blocks = [], [], [("ground truth", x0[show])]
     for e, d in plan:
         if e not in enc or d not in dec:
             missing = sorted({needs[k] for k in (e, d) if k not in (enc if k in ("CT_Inv", "DDIM_Inv") else dec)})
@@ -117,7 +119,7 @@ def run_recon(
             continue
         recon = _batched(dec[d].fn, latents[e], labels, batch_size)
         rows.append(_row(f"{e}+{d}", enc[e].nfe, dec[d].nfe, recon, x0, lpips, enc_s[e], dec_s[d]))
-        blocks.append((f"{e}+{d}", recon[:grid_images]))
+        blocks.append((f"{e}+{d}", recon[show]))
 
     if refine > 0:
         if "CT_Inv" in enc and "CM" in dec:
@@ -132,7 +134,7 @@ def run_recon(
             recon = _batched(dec["CM"].fn, refined, labels, batch_size)
             name = f"CT_Inv+refine{refine}+CM"
             rows.append(_row(name, 1 + 2 * refine, 1, recon, x0, lpips, enc_s["CT_Inv"] + t_ref, dec_s["CM"]))
-            blocks.append((name, recon[:grid_images]))
+            blocks.append((name, recon[show]))
             latents[f"CT_Inv+refine{refine}"] = refined
         else:
             skipped.append({"pairing": f"CT_Inv+refine{refine}+CM", "reason": "needs --noiser and --cm"})
