@@ -9,7 +9,7 @@ def append_row(path: str | Path, section: str, header: list[str], cells: list[st
     path = Path(path)
     text = path.read_text() if path.exists() else "# Results\n"
     lines = text.rstrip("\n").split("\n")
-    row = "| " + " | ".join(cells) + " |"
+    row = "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # a '|' inside a cell (a shell pipe) would split it
     title = f"## {section}"
     if title not in lines:
         lines += ["", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -19,6 +19,7 @@ BIG_PRESET=${BIG_PRESET:-cifar}
 DATA=${DATA:-mnist-5k}
 BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
+NOISER_RECIPE=${NOISER_RECIPE:-default}  # e.g. s1=20: see RESULTS.md, noiser recipes
 PROBES=${PROBES-edit linear}  # probes run after recon here; PROBES= leaves them to a CPU run on the returned runs
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
@@ -121,6 +122,7 @@ PY
 )
   echo "recon models: ${COMPILE:-eager}"
   step recon $PY benchmarks/recon.py --data "$DATA" --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" --class-cond \
+    --noiser-recipe "$NOISER_RECIPE" \
     --device "$DEVICE" $COMPILE --out "$WORK/recon" --results "$RES"
   R="$WORK/recon/runs"
   [[ " $PROBES " == *" edit "* ]] && step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" --guidance 1,2,3 --per-class 10 \

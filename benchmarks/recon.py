@@ -28,6 +28,7 @@ from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.recon import run_recon
 from alignlearn.results import append_row
 from alignlearn.trainer import train
+from noiser_recipes import parse_variant  # benchmarks/ is on sys.path when this script runs
 
 REPORT_REFERENCE = {  # the report's figures (CIFAR-10 / MNIST), for the table's last column
     "CT_Inv+CM": "CIFAR-10 18.07 / 0.7911; MNIST (CT_Inv+CT) 21.67 / 0.9270",
@@ -35,10 +36,10 @@ REPORT_REFERENCE = {  # the report's figures (CIFAR-10 / MNIST), for the table's
 }
 
 
-def make_cfg(objective, data, a):
+def make_cfg(objective, data, a, recipe=None):
     tc = TrainConfig(steps=10**6, time_budget_s=a.budget_s, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond,
                      device=a.device, compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=100)
-    return make_run_config(ObjectiveConfig(objective), tc, data_name=a.data, shape=data[0].shape,
+    return make_run_config(ObjectiveConfig(objective, **(recipe or {})), tc, data_name=a.data, shape=data[0].shape,
                            num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir)
 
 
@@ -53,6 +54,7 @@ def main(argv=None):
     p.add_argument("--class-cond", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--noiser-recipe", default="default", help="noiser recipe knobs, e.g. 's1=20;target=stopgrad' (see noiser_recipes.py)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--refine", type=int, default=20)
     p.add_argument("--num-images", type=int, default=1000)
@@ -69,7 +71,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for role, objective in (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm")):
             t0 = time.time()
-            result = train(make_cfg(objective, data, a), Path(tmp) / role, show_progress=False, data=data)
+            recipe = parse_variant(a.noiser_recipe) if role == "noiser" else None
+            result = train(make_cfg(objective, data, a, recipe), Path(tmp) / role, show_progress=False, data=data)
             rows = [json.loads(line) for line in open(Path(tmp) / role / "metrics.jsonl")]
             rate = statistics.median(r["img_per_s"] for r in rows[1:]) if len(rows) > 1 else result.img_per_s
             budget[role] = {"steps": result.step, "seconds": time.time() - t0, "img_per_s": rate}
@@ -81,6 +84,8 @@ def main(argv=None):
     cmd = "python benchmarks/recon.py " + " ".join(sys.argv[1:] if argv is None else argv)
     spent = f"{a.budget_s:.0f} s each (--time-budget): " + ", ".join(
         f"{r} {b['steps']} steps ({b['seconds']:.0f} s wall incl. setup and compile)" for r, b in budget.items())
+    if a.noiser_recipe != "default":
+        spent += f"; noiser recipe {a.noiser_recipe}"
     header = ["date", "device", "data (held-out images)", "preset", "training per model", "pairing", "NFE", "PSNR", "SSIM", "LPIPS",
               "s / batch", "report (PSNR / SSIM)", "command"]
     for r in report["pairings"]:

@@ -38,6 +38,8 @@ RECIPES = {
     "1/dt lambda, uniform P, EMA 0.95": dict(weighting="inverse-dt"),
     "uniform lambda, lognormal P, EMA 0.95": dict(scale_distribution="lognormal"),
     "cd-inversion, exact denoiser as teacher (default recipe)": dict(objective="cd-inversion"),
+    "default with N fixed at 11 (s1 = 10)": dict(s1=10),
+    "default with N up to 21 (s1 = 20)": dict(s1=20),
 }
 
 
