@@ -43,7 +43,7 @@ class ImageData:
 
 def to_unit_range(u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 pixels [0, 255] -> float32 [-1, 1]."""
-    return torch.as_tensor(np.asarray(u8), dtype=torch.float32) / 127.5 - 1.0
+    return torch.as_tensor(np.asarray(u8, dtype=np.float32)) / 127.5 - 1.0  # a float copy: idx buffers are read-only
 
 
 def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
