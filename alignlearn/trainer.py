@@ -109,6 +109,16 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
+def compile_for_training(net: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile with inductor drawing random numbers as eager PyTorch does. Its own (Philox) dropout
+    would give the compiled online pass another mask than the target pass replays from the same RNG state,
+    breaking iCT's shared dropout mask; the setting is global to inductor."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
+    return torch.compile(net)
+
+
 def _lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
@@ -174,7 +184,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         raw.to(memory_format=torch.channels_last)
     net = DistributedDataParallel(raw, device_ids=[device.index] if on_gpu else None) if info.enabled else raw
     if tc.compile:
-        net = torch.compile(net)
+        net = compile_for_training(net)
     target_net = target_ema if target_ema is not None else net
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (tc.bf16 and on_gpu) else nullcontext()
 

@@ -121,3 +121,25 @@ def test_time_budget_resumes_with_the_time_already_spent(tmp_path, fake_clock):
     assert first.step == 5 and 0 < spent < 1.0
     rest = train(cfg, tmp_path / "run", resume=True, show_progress=False, data=digits())
     assert rest.step > 5 and json.load(open(rest.checkpoint / "state.json"))["budget_spent"] >= 1.0
+
+
+def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
+    from alignlearn.models import build_model
+    from alignlearn.objectives import _replay_rng
+    from alignlearn.trainer import compile_for_training
+
+    cfg = tiny_config("ct", steps=10)
+    cfg.model.backbone["dropout"] = 0.3
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    for p in model.parameters():  # the zero-initialised output layer would hide the mask
+        p.data += 0.05 * torch.randn_like(p)
+    compiled = compile_for_training(model)
+    x, t = torch.randn(8, *digits()[0].shape), torch.full((8,), 5.0)
+    torch.manual_seed(1)
+    with torch.no_grad(), _replay_rng(x.device):
+        target = model(x, t, None)
+    with torch.no_grad():
+        online = compiled(x, t, None)
+        assert not torch.equal(model(x, t, None), online)  # a fresh mask differs: the test can fail
+    assert torch.allclose(online, target, atol=1e-5)
