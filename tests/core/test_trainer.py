@@ -110,7 +110,7 @@ def test_time_budget_stops_on_the_clock_and_spans_the_curriculum(tmp_path, fake_
     n = [r["N"] for r in rows]
     assert n[-1] > n[0] and n == sorted(n) and n[-1] <= 1281  # ict: N grows with the spent fraction of the budget
     state = json.load(open(result.checkpoint / "state.json"))
-    assert 1.5 <= state["budget_spent"] < 1.5 + 5 * 0.05 * 3  # stops at the first log boundary past the budget
+    assert 1.5 <= state["budget_spent"] < 1.5 + 5 * 0.05 * 3  # stops at the first step past the budget
 
 
 def test_time_budget_resumes_with_the_time_already_spent(tmp_path, fake_clock):
