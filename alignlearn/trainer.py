@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import signal
+import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -58,6 +59,17 @@ class TrainResult:
     loss: float
     img_per_s: float
     checkpoint: Path
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The run's metrics.jsonl, one dict per logging interval."""
+    return [json.loads(line) for line in (Path(run_dir) / METRICS).read_text().splitlines()]
+
+
+def steady_img_per_s(rows: list[dict], fallback: float) -> float:
+    """Median img/s over the logging intervals after the first (which holds warm-up and compilation)."""
+    rates = [r["img_per_s"] for r in rows[1:]]
+    return statistics.median(rates) if rates else fallback
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -272,11 +284,10 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                 step += 1
                 clock.start()
                 progress.advance()
-                at_log = step % tc.log_every == 0 or step == end
                 # The budget is checked every step alone, at log boundaries under torchrun (one all-reduce).
-                if clock.enabled and (at_log or not info.enabled) and any_rank(clock.done(), info):
+                if clock.enabled and (step % tc.log_every == 0 or not info.enabled) and any_rank(clock.done(), info):
                     end = step  # the budget is spent: this step is the last
-                    at_log = True
+                at_log = step % tc.log_every == 0 or step == end
                 if at_log or step % tc.ckpt_every == 0:
                     flush(step)
                 if step % tc.ckpt_every == 0 and step < end:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from alignlearn.data import load_data
 from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.recon import run_recon
 from alignlearn.results import append_row
-from alignlearn.trainer import train
+from alignlearn.trainer import read_metrics, steady_img_per_s, train
 from noiser_recipes import parse_variant  # benchmarks/ is on sys.path when this script runs
 
 REPORT_REFERENCE = {  # the report's figures (CIFAR-10 / MNIST), for the table's last column
@@ -73,8 +72,7 @@ def main(argv=None):
             t0 = time.time()
             recipe = parse_variant(a.noiser_recipe) if role == "noiser" else None
             result = train(make_cfg(objective, data, a, recipe), Path(tmp) / role, show_progress=False, data=data)
-            rows = [json.loads(line) for line in open(Path(tmp) / role / "metrics.jsonl")]
-            rate = statistics.median(r["img_per_s"] for r in rows[1:]) if len(rows) > 1 else result.img_per_s
+            rate = steady_img_per_s(read_metrics(Path(tmp) / role), result.img_per_s)
             budget[role] = {"steps": result.step, "seconds": time.time() - t0, "img_per_s": rate}
             print(f"{role}: {result.step} steps in {budget[role]['seconds']:.0f} s ({rate:.0f} img/s)", flush=True)
             runs[role] = pack_run(Path(tmp) / role, out / "runs" / role)

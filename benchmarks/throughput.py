@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
 from alignlearn.results import append_row
 from alignlearn.timing import device_name
-from alignlearn.trainer import train
+from alignlearn.trainer import read_metrics, steady_img_per_s, train
 
 
 def step_flops(cfg, shape, device) -> int:
@@ -67,9 +66,8 @@ def main(argv=None):
     cfg = make_run_config(obj, tc, data_name=a.data, shape=train_set.shape, num_classes=train_set.num_classes, preset=a.preset)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, Path(tmp) / "run", show_progress=False, data=(train_set, test_set))
-        rows = [json.loads(line) for line in open(Path(tmp) / "run" / "metrics.jsonl")]
-    rates = [r["img_per_s"] for r in rows[1:]] or [result.img_per_s]
-    img_s = statistics.median(rates)
+        rows = read_metrics(Path(tmp) / "run")
+    img_s = steady_img_per_s(rows, result.img_per_s)
     dev = "cuda" if (a.device == "auto" and torch.cuda.is_available()) else a.device
     dev = "cpu" if dev == "auto" else dev
     flops = step_flops(cfg, train_set.shape, dev)

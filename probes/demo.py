@@ -16,7 +16,7 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
 from alignlearn.errors import UserError
 from alignlearn.objectives import ObjectiveConfig
-from alignlearn.trainer import train
+from alignlearn.trainer import read_metrics, train
 
 ROLES = (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm"))
 
@@ -29,7 +29,7 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3))
     for ax, (name, run) in zip(axes, runs.items()):
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(run)
         ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
         ax.set_title(f"{name} ({json.loads((run / 'config.json').read_text())['objective']['name']})")
         ax.set_xlabel("step")

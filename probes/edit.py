@@ -87,7 +87,7 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     show = torch.arange(0, len(x0), per_class)[:20]  # the grid shows one source per class, at most 20 columns
-    blocks = [("sources", x0[show])] + [(f"-> {t}", grids[w_grid][t][show.to(x0.device)]) for t in targets]
+    blocks = [("sources", x0[show])] + [(f"-> {t}", grids[w_grid][t][show]) for t in targets]
     save_labelled_grid(blocks, out / "edit_grid.png")
     report["grid_guidance"] = w_grid
     (out / "edit.json").write_text(json.dumps(report, indent=2) + "\n")
