@@ -135,9 +135,11 @@ def _lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
-def _make_optimizer(cfg, params):
+def _make_optimizer(cfg, params, on_gpu: bool = False):
     cls = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}[cfg.train.optimizer]
-    return cls(params, lr=cfg.train.lr, betas=(0.9, 0.999))
+    # Adam's fused CUDA kernel: one launch for all parameters instead of a foreach chain per step.
+    fused = {"fused": True} if cls is torch.optim.Adam and on_gpu else {}
+    return cls(params, lr=cfg.train.lr, betas=(0.9, 0.999), **fused)
 
 
 def train(
@@ -179,9 +181,14 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     raw = build_model(cfg.model).to(device)
+    on_gpu = device.type == "cuda"
+    image_like = len(train_set.shape) == 3
+    channels_last = tc.channels_last and on_gpu and image_like
+    if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout
+        raw.to(memory_format=torch.channels_last)
     ema = EMA(raw, tc.ema_decay)
     target_ema = EMA(raw, cfg.objective.target_ema, warmup=False) if cfg.objective.target == "ema" else None
-    optimizer = _make_optimizer(cfg, raw.parameters())
+    optimizer = _make_optimizer(cfg, raw.parameters(), on_gpu)
     start, budget_spent = 0, 0.0
     if resume:
         start, budget_spent = _load_state(run_dir, raw, ema, target_ema, optimizer)
@@ -189,15 +196,11 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     if target_ema is not None:
         target_ema.module.train()  # dropout as in the online pass, with the same mask
 
-    on_gpu = device.type == "cuda"
-    image_like = len(train_set.shape) == 3
-    channels_last = tc.channels_last and on_gpu and image_like
-    if channels_last:
-        raw.to(memory_format=torch.channels_last)
     net = DistributedDataParallel(raw, device_ids=[device.index] if on_gpu else None) if info.enabled else raw
+    target_net = target_ema if target_ema is not None else net
     if tc.compile:
         net = compile_for_training(net)
-    target_net = target_ema if target_ema is not None else net
+        target_net = compile_for_training(target_net) if target_ema is not None else net
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (tc.bf16 and on_gpu) else nullcontext()
 
     if cfg.objective.name == "cd-inversion" and teacher is None:

@@ -74,6 +74,8 @@ def probe_edit(
     per_class: int = typer.Option(2, help="Source images per class (held-out split)."),
     dm_steps: int = typer.Option(30, help="ODE steps for a diffusion decoder."),
     judge_epochs: int = typer.Option(10, help="Training epochs of the judging classifier."),
+    refine: int = typer.Option(0, help="K gradient steps on each latent through a CM decoder before editing (0: off)."),
+    refine_lr: float = typer.Option(0.5, help="Adam step size of --refine (latent units, scale T)."),
     data: Optional[str] = typer.Option(None, help="Data set  [default: the noiser's own]"),
     data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live."),
     out: Path = typer.Option(Path("edit"), help="Folder for edit_grid.png, edit.json, edit.md."),
@@ -88,7 +90,8 @@ def probe_edit(
     except ValueError:
         raise UserError("--guidance and --targets take comma-separated numbers") from None
     run_edit(noiser, decoder, guidance=ws, targets=ts, data=data, data_dir=str(data_dir) if data_dir else None,
-             per_class=per_class, dm_steps=dm_steps, judge_epochs=judge_epochs, out_dir=out, device=str(resolve_device(device)))
+             per_class=per_class, dm_steps=dm_steps, judge_epochs=judge_epochs, out_dir=out, device=str(resolve_device(device)),
+             refine=refine, refine_lr=refine_lr)
     typer.echo((out / "edit.md").read_text())
 
 

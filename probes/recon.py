@@ -22,6 +22,7 @@ from alignlearn.schedule import karras_sigmas
 from .grids import save_labelled_grid
 from .loading import Loaded, check_compatible, evaluation_split, load_role
 from .metrics import LPIPS, latent_stats, psnr, ssim
+from .refine import refine_latents
 from alignlearn.timing import device_name, median_seconds
 
 
@@ -53,21 +54,6 @@ def decoders(cm: Loaded | None, dm: Loaded | None, dm_steps: int, dm_solver: str
         down = karras_sigmas(dm_steps + 1, dm.model.eps, dm.model.T).flip(0)
         out["DM"] = Side("DM", lambda z, y: ode_sample(dm.model, z, down, labels=dm.labels(y), method=dm_solver), nfe(dm_solver, dm_steps))
     return out
-
-
-def refine_latents(cm: Loaded, x0: torch.Tensor, z: torch.Tensor, labels, steps: int, lr: float) -> torch.Tensor:
-    """K Adam steps on the latent lowering ||CM(z, T) - x0||^2: each step one forward and one backward pass."""
-    z = z.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
-    y = cm.labels(labels)
-    cm.model.requires_grad_(False)
-    for _ in range(steps):
-        x = cm.model(z, torch.full((z.shape[0],), cm.model.T, device=z.device), y)
-        loss = (x - x0).pow(2).flatten(1).sum(1).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return z.detach()
 
 
 def _batched(fn, x: torch.Tensor, labels, batch_size: int) -> torch.Tensor:

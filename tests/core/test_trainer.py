@@ -143,3 +143,7 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
         online = compiled(x, t, None)
         assert not torch.equal(model(x, t, None), online)  # a fresh mask differs: the test can fail
     assert torch.allclose(online, target, atol=1e-5)
+    torch.manual_seed(1)
+    with torch.no_grad(), _replay_rng(x.device):  # the trainer compiles the EMA target as well
+        compiled_target = compiled(x, t, None)
+    assert torch.allclose(compiled_target, target, atol=1e-5)

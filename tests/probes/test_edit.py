@@ -81,3 +81,15 @@ def test_edit_cli_error_is_one_line(runs, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unconditional" in lines[0]
+
+
+def test_refined_latents_edit_closer_to_the_source(runs, tmp_path):
+    plain = run_edit(runs["noiser"], runs["cm"], per_class=1, judge_epochs=1, targets=[0, 1, 2], out_dir=tmp_path / "a")
+    refined = run_edit(runs["noiser"], runs["cm"], per_class=1, judge_epochs=1, targets=[0, 1, 2], out_dir=tmp_path / "b",
+                       refine=10)
+    assert refined["refine"] == 10 and "refined 10 steps" in (tmp_path / "b" / "edit.md").read_text()
+    assert refined["sweep"][0]["ssim_same_class"] > plain["sweep"][0]["ssim_same_class"]
+    with pytest.raises(UserError, match="diffusion model"):
+        run_edit(runs["noiser"], runs["dm"], refine=5, out_dir=tmp_path / "c")
+    with pytest.raises(UserError, match="positive"):
+        run_edit(runs["noiser"], runs["cm"], refine=-1, out_dir=tmp_path / "c")
