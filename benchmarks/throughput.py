@@ -53,6 +53,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the fraction column")
     p.add_argument("--results", default="RESULTS.md")
     p.add_argument("--json", default=None, help="also write img/s, TFLOP/s and FLOPs per step to this file")
@@ -62,7 +63,7 @@ def main(argv=None):
     train_set, test_set = load_data(a.data, a.data_dir)
     obj = ObjectiveConfig(a.objective)
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
-                     log_every=a.log_every, ckpt_every=10**9, sample_every=10**9)
+                     channels_last=not a.no_channels_last, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9)
     cfg = make_run_config(obj, tc, data_name=a.data, shape=train_set.shape, num_classes=train_set.num_classes, preset=a.preset)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, Path(tmp) / "run", show_progress=False, data=(train_set, test_set))
@@ -78,7 +79,8 @@ def main(argv=None):
     header = ["date", "device", "objective", "data", "preset (params)", "batch", "precision", "img/s (median)",
               "TFLOP/s", "of bf16 peak", "command"]
     cells = [str(dt.date.today()), device_name(dev), a.objective, a.data, f"{a.preset} ({params / 1e6:.2f}M)",
-             str(a.batch_size), ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else ""),
+             str(a.batch_size), ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "")
+             + (", NCHW" if a.no_channels_last and dev != "cpu" else ""),
              f"{img_s:,.0f}", f"{tflops:.3g}", frac, f"`{cmd}`"]
     print(append_row(a.results, "Training throughput", header, cells))
     if a.json:

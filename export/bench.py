@@ -23,7 +23,7 @@ class BenchRow:
     note: str = ""
 
 
-def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
+def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int], compile_mode: str | None = None):
     import torch
 
     from alignlearn.models import load_model
@@ -54,7 +54,8 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int]):
 
     runners = [(f"torch eager ({precision})", make(model), "device", "")]
     if compile_:
-        mode = "reduce-overhead" if on_gpu else "default"  # reduce-overhead replays CUDA graphs: no launch cost at batch 1
+        # reduce-overhead replays CUDA graphs: no launch cost at batch 1
+        mode = compile_mode or ("reduce-overhead" if on_gpu else "default")
         compiled = torch.compile(model, mode=mode, dynamic=False)
         runners.append((f"torch compiled ({precision}, {mode})", make(compiled), "device", "first calls compile"))
     return runners, cfg, forward_flops(model, shape, conditional)
@@ -116,7 +117,7 @@ def _trt_runner(engine: Path, shape, conditional: bool):
 
 def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", compile_: bool = True, warmup: int = 5,
               repeats: int = 20, ddim_steps: int = 30, trt: bool = False, onnx: bool = True,
-              log=print, on_row=None) -> tuple[list[BenchRow], dict]:
+              compile_mode: str | None = None, log=print, on_row=None) -> tuple[list[BenchRow], dict]:
     """Time every backend available for `noiser`; `onnx=False` leaves out export and ONNX Runtime (for a
     run folder, when only the torch backends matter: large models on a CPU provider take minutes).
     `on_row(row, info)` sees each row as soon as it is measured, so a run cut short keeps what it timed."""
@@ -127,7 +128,7 @@ def run_bench(noiser: str | Path, *, batches=(1, 256), device: str = "cpu", comp
     runners, shape, conditional, flops = [], None, False, None
     with tempfile.TemporaryDirectory() as tmp:
         if path.is_dir():
-            t_runners, cfg, flops = _torch_runners(path, device, compile_, list(batches))
+            t_runners, cfg, flops = _torch_runners(path, device, compile_, list(batches), compile_mode)
             shape, conditional = tuple(cfg.data.shape), int(cfg.model.backbone.get("num_classes", 0)) > 0
             runners += t_runners
             if onnx or trt:

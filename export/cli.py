@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -113,6 +115,9 @@ def bench(
     batches: str = typer.Option("1,256", help="Batch sizes to time."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (for the torch backends)."),
     compile: bool = typer.Option(True, help="Include torch.compile."),
+    compile_mode: Optional[str] = typer.Option(
+        None, help="torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs  "
+        "[default: reduce-overhead on GPUs, default on CPUs]"),
     trt: bool = typer.Option(False, "--trt", help="Include TensorRT (needs tensorrt and a GPU)."),
     onnx: bool = typer.Option(True, help="Include the ONNX export and ONNX Runtime (run folders)."),
     repeats: int = typer.Option(20, help="Timed calls per row (median)."),
@@ -124,12 +129,15 @@ def bench(
 
     from .bench import markdown, run_bench, tflops
 
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if compile_mode is not None and compile_mode not in modes:
+        raise UserError(f"unknown --compile-mode {compile_mode!r}; choose from {', '.join(modes)}")
     try:
         sizes = [int(b) for b in batches.split(",")]
     except ValueError:
         raise UserError(f"--batches expects integers like 1,256, got {batches!r}") from None
     header = ["date", "device", "backend", "batch", "latency ms (median)", "img/s", "TFLOP/s (of peak)", "I/O", "command"]
-    cmd = f"`alignlearn bench --noiser {noiser} --batches {batches}" + (" --no-onnx" if not onnx else "") + "`"
+    cmd = "`alignlearn " + shlex.join(sys.argv[1:]) + "`"  # the command as typed, to reproduce the row
 
     def record(r, info):  # each row is printed and lands in RESULTS.md as soon as it is measured
         typer.echo(f"{r.backend}, batch {r.batch}: {r.latency_ms:.3f} ms, {r.img_per_s:,.0f} img/s", err=True)
@@ -141,5 +149,6 @@ def bench(
                         "{} ({})".format(*tflops(r, info, peak_tflops)), r.io, cmd])
 
     rows, info = run_bench(noiser, batches=sizes, device=str(resolve_device(device)), compile_=compile, trt=trt, onnx=onnx,
+                           compile_mode=compile_mode,
                            repeats=repeats, log=lambda s: typer.echo(s, err=True), on_row=record)
     typer.echo(markdown(rows, info, peak_tflops))

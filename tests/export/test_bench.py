@@ -34,3 +34,18 @@ def test_forward_flops_are_per_image(noiser_runs):
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x, torch.full((5,), model.eps), None)
     assert forward_flops(model, tuple(cfg.data.shape), False) * 5 == fc.get_total_flops()
+
+
+def test_bench_cli_records_the_typed_command_and_rejects_unknown_compile_modes(noiser_runs, tmp_path):
+    import subprocess
+    import sys
+
+    res = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, "-m", "alignlearn", "bench", "--noiser", str(noiser_runs["uncond"]), "--batches", "2", "--device", "cpu",
+           "--no-compile", "--no-onnx", "--repeats", "2", "--results", str(res)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"--batches 2 --device cpu --no-compile --no-onnx --repeats 2 --results {res}`" in res.read_text()
+    bad = subprocess.run(cmd[:-2] + ["--compile-mode", "fastest"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "unknown --compile-mode 'fastest'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
