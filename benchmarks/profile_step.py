@@ -18,10 +18,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alignlearn.config import TrainConfig, make_run_config
-from alignlearn.data import load_data
-from alignlearn.objectives import ObjectiveConfig
 from alignlearn.trainer import train
+from throughput import add_training_args, training_run
 
 # First match wins: kernel-name fragments of cuDNN, cuBLAS, inductor/ATen and the fused optimizers.
 KINDS = [
@@ -41,23 +39,12 @@ def kind_of(name: str) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--objective", default="ct-inversion")
-    p.add_argument("--data", default="digits")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true")
+    add_training_args(p, steps=20, log_every=10**9)  # one host sync, at the end
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--out", default=None, help="write the full kernel table here")
     a = p.parse_args(argv)
 
-    train_set, test_set = load_data(a.data, a.data_dir)
-    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile,
-                     log_every=a.steps, ckpt_every=10**9, sample_every=10**9)
-    cfg = make_run_config(ObjectiveConfig(a.objective), tc, data_name=a.data, shape=train_set.shape,
-                          num_classes=train_set.num_classes, preset=a.preset)
+    cfg, train_set, test_set = training_run(a)
     cuda = torch.cuda.is_available() and a.device in ("auto", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with tempfile.TemporaryDirectory() as tmp, profile(activities=activities) as prof:
@@ -71,7 +58,7 @@ def main(argv=None):
     for e in events:
         by_kind[kind_of(e.key)] += getattr(e, attr)
     print(f"{result.step} steps at batch {a.batch_size}: {total / 1e3 / result.step:.1f} ms of {'device' if cuda else 'CPU'} "
-          f"self time per step ({result.img_per_s:.0f} img/s in the last interval)")
+          f"self time per step ({result.img_per_s:.0f} img/s over the run, warm-up included)")
     for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:16s} {100 * us / total:5.1f}%")
     table = prof.key_averages().table(sort_by=attr, row_limit=a.top, max_name_column_width=70)

@@ -41,30 +41,41 @@ def step_flops(cfg, shape, device) -> int:
     return fc.get_total_flops()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) -> None:
+    """The options that pick what one benchmark training run trains (shared with profile_step.py)."""
     p.add_argument("--objective", default="ct-inversion")
     p.add_argument("--data", default="digits")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--log-every", type=int, default=log_every)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
+
+
+def training_run(a: argparse.Namespace):
+    """(run config, train split, test split) for those options: no checkpoints or previews in the timed loop."""
+    train_set, test_set = load_data(a.data, a.data_dir)
+    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
+                     channels_last=not a.no_channels_last, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9)
+    cfg = make_run_config(ObjectiveConfig(a.objective), tc, data_name=a.data, shape=train_set.shape,
+                          num_classes=train_set.num_classes, preset=a.preset)
+    return cfg, train_set, test_set
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(p, steps=300, log_every=25)
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the fraction column")
     p.add_argument("--results", default="RESULTS.md")
     p.add_argument("--json", default=None, help="also write img/s, TFLOP/s and FLOPs per step to this file")
     p.add_argument("--command", default=None, help="the command line to record (default: this one)")
     a = p.parse_args(argv)
 
-    train_set, test_set = load_data(a.data, a.data_dir)
-    obj = ObjectiveConfig(a.objective)
-    tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
-                     channels_last=not a.no_channels_last, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9)
-    cfg = make_run_config(obj, tc, data_name=a.data, shape=train_set.shape, num_classes=train_set.num_classes, preset=a.preset)
+    cfg, train_set, test_set = training_run(a)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, Path(tmp) / "run", show_progress=False, data=(train_set, test_set))
         rows = read_metrics(Path(tmp) / "run")
