@@ -182,6 +182,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     raw = build_model(cfg.model).to(device)
     on_gpu = device.type == "cuda"
+    if on_gpu:  # every step has the same shapes: let cuDNN time its convolution algorithms once (as EDM's loop does)
+        torch.backends.cudnn.benchmark = True
     image_like = len(train_set.shape) == 3
     channels_last = tc.channels_last and on_gpu and image_like
     if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout

@@ -113,6 +113,9 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
     --results "$RES"
   step profile $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 12 \
     --device "$DEVICE" --top 25 --out "$WORK/profile.txt"
+  # the compiled step (inductor's cache from train-compiled makes this compile short on a warm machine)
+  step profile-compiled $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 12 \
+    --device "$DEVICE" --compile --top 25 --out "$WORK/profile_compiled.txt"
   # eager with NCHW: the profile above spent 40% of the eager step in copies (H100, 2026-11-26), and
   # GroupNorm has no channels-last kernel, so each one converts its input's layout
   step train-eager-nchw $PY "${THR[@]}" --no-channels-last --steps 100
