@@ -92,7 +92,8 @@ PY
 
 if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
   # Ordered by what the issues ask for, so a cut at the time limit costs the least: encoder backends
-  # (#4), training throughput (#2), the cifar preset (#4), then a profile of one eager training step.
+  # (#4), training throughput (#2), the cifar preset (#4), profiles of the eager and the compiled
+  # training step, and last the cifar preset with max-autotune (minutes of autotuning).
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
@@ -106,6 +107,9 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
   THR=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps "$THR_STEPS" --device "$DEVICE" $PK --results "$RES")
   step train-eager $PY "${THR[@]}" --json "$WORK/train_eager.json"
   step train-compiled $PY "${THR[@]}" --compile --json "$WORK/train_compiled.json"
+  # eager with NCHW: a profile of the eager step spent 40% of its device time in copies (H100, 2026-11-26),
+  # and CUDA GroupNorm returns NCHW for channels-last input, so the next convolution converts back
+  step train-eager-nchw $PY "${THR[@]}" --no-channels-last --steps 100
   step rgb-folder rgb_folder
   step bench-run-$BIG_PRESET $PY -m alignlearn train --data "folder:$WORK/rgb32" --preset "$BIG_PRESET" --steps 2 --batch-size 8 \
     --device "$DEVICE" --out "$WORK/cifar_run" --quiet --force
@@ -116,12 +120,6 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
   # the compiled step (inductor's cache from train-compiled makes this compile short on a warm machine)
   step profile-compiled $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 12 \
     --device "$DEVICE" --compile --top 25 --out "$WORK/profile_compiled.txt"
-  # eager with NCHW: the profile above spent 40% of the eager step in copies (H100, 2026-11-26), and
-  # GroupNorm has no channels-last kernel, so each one converts its input's layout
-  step train-eager-nchw $PY "${THR[@]}" --no-channels-last --steps 100
-  # does a larger batch fill the GPU better? (eager: no compile time)
-  step train-eager-b$((2 * BATCH)) $PY benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size $((2 * BATCH)) \
-    --steps 100 --device "$DEVICE" $PK --results "$RES"
   # inductor's autotuned convolution templates for the cifar preset (52.9% of peak with reduce-overhead on the
   # H100); autotuning takes minutes, so it runs last
   step bench-$BIG_PRESET-autotune $PY -m alignlearn bench --noiser "$WORK/cifar_run" --batches "$BATCH" --device "$DEVICE" --no-onnx \

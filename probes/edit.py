@@ -74,7 +74,8 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
         z = refine_latents(dec, x0, z, y0, refine, refine_lr)
     report = {"data": train.name, "sources": len(x0), "targets": targets, "judge_test_accuracy": judge.test_accuracy,
               "refine": refine,
-              "decoder": dec.model.kind, "noiser": str(n.path), "decoder_path": str(dec.path), "sweep": []}
+              "decoder": dec.model.kind, "dm_steps": dm_steps if dec.model.kind == "edm" else None,
+              "noiser": str(n.path), "decoder_path": str(dec.path), "sweep": []}
     grids = {}
     for w in guidance:
         outs = {t: decode(dec, z, torch.full_like(y0, t), w, dm_steps) for t in targets}
@@ -109,7 +110,8 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
 
 def markdown(report: dict) -> str:
     refined = f", latents refined {report['refine']} steps" if report.get("refine") else ""
-    lines = [f"# Class-guided editing: {report['data']}, {report['sources']} sources, decoder {report['decoder']}{refined}", "",
+    steps = f" ({report['dm_steps']} Euler steps)" if report.get("dm_steps") else ""
+    lines = [f"# Class-guided editing: {report['data']}, {report['sources']} sources, decoder {report['decoder']}{steps}{refined}", "",
              f"Conversion success is judged by a CNN trained on the real training split (held-out accuracy "
              f"{report['judge_test_accuracy']:.4f}). SSIM is to the source image.", "",
              "| guidance w | conversion success | SSIM, target = source | SSIM, other targets |", "|---|---|---|---|"]

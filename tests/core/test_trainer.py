@@ -147,3 +147,9 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
     with torch.no_grad(), _replay_rng(x.device):  # the trainer compiles the EMA target as well
         compiled_target = compiled(x, t, None)
     assert torch.allclose(compiled_target, target, atol=1e-5)
+    # the EMA target is updated in place between steps: the compiled graph must read the new weights
+    with torch.no_grad():
+        torch._foreach_lerp_(list(model.parameters()), [torch.zeros_like(p) for p in model.parameters()], 0.5)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(compiled(x, t, None), model(x, t, None), atol=1e-5)

@@ -93,3 +93,11 @@ def test_refined_latents_edit_closer_to_the_source(runs, tmp_path):
         run_edit(runs["noiser"], runs["dm"], refine=5, out_dir=tmp_path / "c")
     with pytest.raises(UserError, match="positive"):
         run_edit(runs["noiser"], runs["cm"], refine=-1, out_dir=tmp_path / "c")
+
+
+def test_edit_with_a_diffusion_decoder_records_its_steps(runs, tmp_path):
+    report = run_edit(runs["noiser"], runs["dm"], guidance=[1.25], per_class=1, targets=[0, 1], dm_steps=3, judge_epochs=1,
+                      out_dir=tmp_path)
+    assert report["decoder"] == "edm" and report["dm_steps"] == 3
+    assert "decoder edm (3 Euler steps)" in (tmp_path / "edit.md").read_text()
+    assert 0 <= report["sweep"][0]["conversion_success"] <= 1
