@@ -76,6 +76,7 @@ def probe_edit(
     judge_epochs: int = typer.Option(10, help="Training epochs of the judging classifier."),
     refine: int = typer.Option(0, help="K gradient steps on each latent through a CM decoder before editing (0: off)."),
     refine_lr: float = typer.Option(0.5, help="Adam step size of --refine (latent units, scale T)."),
+    cm_mid: Optional[str] = typer.Option(None, help="Multistep CM decoding: noise levels after T, e.g. 2 or 5,0.8 (1 NFE each)."),
     data: Optional[str] = typer.Option(None, help="Data set  [default: the noiser's own]"),
     data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live."),
     out: Path = typer.Option(Path("edit"), help="Folder for edit_grid.png, edit.json, edit.md."),
@@ -87,11 +88,12 @@ def probe_edit(
     try:
         ws = [float(w) for w in guidance.split(",")]
         ts = [int(t) for t in targets.split(",")] if targets else None
+        mid = [float(t) for t in cm_mid.split(",")] if cm_mid else []
     except ValueError:
-        raise UserError("--guidance and --targets take comma-separated numbers") from None
+        raise UserError("--guidance, --targets and --cm-mid take comma-separated numbers") from None
     run_edit(noiser, decoder, guidance=ws, targets=ts, data=data, data_dir=str(data_dir) if data_dir else None,
              per_class=per_class, dm_steps=dm_steps, judge_epochs=judge_epochs, out_dir=out, device=str(resolve_device(device)),
-             refine=refine, refine_lr=refine_lr)
+             refine=refine, refine_lr=refine_lr, cm_mid=mid)
     typer.echo((out / "edit.md").read_text())
 
 

@@ -6,6 +6,8 @@ solver, with classifier-free guidance w) decodes it under every target label.
 With `refine` K > 0 the latent first takes K gradient steps that lower its
 reconstruction error through the consistency decoder under the source label
 (the recon probe's refinement), trading NFE for fidelity to the source's style.
+`cm_mid` decodes with multistep consistency sampling: after the step from T the
+estimate is re-noised to each given level and denoised again (1 NFE each).
 """
 
 from __future__ import annotations
@@ -32,16 +34,19 @@ def load_decoder(path, device) -> Loaded:
     return load_role(path, "decoder", ("cm", "edm"), device, expected="a consistency (ct) or diffusion (edm) model")
 
 
-def decode(dec: Loaded, z: torch.Tensor, labels: torch.Tensor, guidance: float, steps: int) -> torch.Tensor:
+def decode(dec: Loaded, z: torch.Tensor, labels: torch.Tensor, guidance: float, steps: int, cm_mid=(),
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The decoder's sample from the latent z at T: one consistency step (then one more per `cm_mid` noise
+    level, re-noised with `generator`), or `steps` Euler steps of the PF-ODE for a diffusion model."""
     D = guided(dec.model, guidance, null_label=dec.num_classes)
     if dec.model.kind == "cm":
-        return cm_sample(D, z, [dec.model.T], labels=labels, eps=dec.model.eps)
+        return cm_sample(D, z, [dec.model.T, *cm_mid], labels=labels, eps=dec.model.eps, generator=generator)
     return ode_sample(D, z, karras_sigmas(steps + 1, dec.model.eps, dec.model.T).flip(0), labels=labels, method="euler")
 
 
 def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_dir=None, per_class: int = 2,
              dm_steps: int = 30, judge_epochs: int = 10, out_dir="edit", device: str = "cpu", grid_guidance: float | None = None,
-             refine: int = 0, refine_lr: float = 0.5) -> dict:
+             refine: int = 0, refine_lr: float = 0.5, cm_mid=(), seed: int = 0) -> dict:
     n = load_role(noiser, "noiser", "noiser", device)
     if n is None:
         raise UserError("--noiser is required")
@@ -54,6 +59,12 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
         raise UserError(f"--refine {refine} must be 0 (off) or a positive number of steps")
     if refine and dec.model.kind != "cm":
         raise UserError("--refine steps through a consistency-model decoder; this decoder is a diffusion model")
+    cm_mid = [float(t) for t in cm_mid]
+    if cm_mid and dec.model.kind != "cm":
+        raise UserError("--cm-mid sets multistep consistency decoding; this decoder is a diffusion model")
+    levels = [dec.model.T, *cm_mid]
+    if any(not dec.model.eps < t < dec.model.T for t in cm_mid) or any(a <= b for a, b in zip(levels, levels[1:])):
+        raise UserError(f"--cm-mid {cm_mid} must decrease strictly between eps={dec.model.eps:g} and T={dec.model.T:g}")
     guidance = [float(w) for w in guidance]
     for w in guidance:
         if not 0.0 <= w <= MAX_GUIDANCE:
@@ -75,10 +86,12 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     report = {"data": train.name, "sources": len(x0), "targets": targets, "judge_test_accuracy": judge.test_accuracy,
               "refine": refine,
               "decoder": dec.model.kind, "dm_steps": dm_steps if dec.model.kind == "edm" else None,
+              "cm_sigmas": levels if dec.model.kind == "cm" else None,
               "noiser": str(n.path), "decoder_path": str(dec.path), "sweep": []}
     grids = {}
     for w in guidance:
-        outs = {t: decode(dec, z, torch.full_like(y0, t), w, dm_steps) for t in targets}
+        gen = torch.Generator(device=x0.device).manual_seed(seed)  # the same re-noising draws for every w
+        outs = {t: decode(dec, z, torch.full_like(y0, t), w, dm_steps, cm_mid, gen) for t in targets}
         converted, hits, cross_ssim = 0, 0, []
         same_ssim = []
         for t, imgs in outs.items():
@@ -111,6 +124,8 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
 def markdown(report: dict) -> str:
     refined = f", latents refined {report['refine']} steps" if report.get("refine") else ""
     steps = f" ({report['dm_steps']} Euler steps)" if report.get("dm_steps") else ""
+    if report.get("cm_sigmas") and len(report["cm_sigmas"]) > 1:
+        steps = f" ({len(report['cm_sigmas'])} steps at t = {', '.join(f'{t:g}' for t in report['cm_sigmas'])})"
     lines = [f"# Class-guided editing: {report['data']}, {report['sources']} sources, decoder {report['decoder']}{steps}{refined}", "",
              f"Conversion success is judged by a CNN trained on the real training split (held-out accuracy "
              f"{report['judge_test_accuracy']:.4f}). SSIM is to the source image.", "",

@@ -101,3 +101,24 @@ def test_edit_with_a_diffusion_decoder_records_its_steps(runs, tmp_path):
     assert report["decoder"] == "edm" and report["dm_steps"] == 3
     assert "decoder edm (3 Euler steps)" in (tmp_path / "edit.md").read_text()
     assert 0 <= report["sweep"][0]["conversion_success"] <= 1
+
+
+def test_multistep_consistency_decoding_renoises_and_validates_its_levels(runs, tmp_path):
+    n = load_role(runs["noiser"], "noiser", "noiser", "cpu")
+    dec = load_decoder(runs["cm"], "cpu")
+    from ..core.helpers import digits
+
+    x0, y0 = digits()[1].images[:4], digits()[1].labels[:4]
+    z = encode(n.model, x0, labels=y0)
+    two = decode(dec, z, y0, 1.0, 10, cm_mid=[2.0], generator=torch.Generator().manual_seed(0))
+    first = cm_sample(dec.model, z, [dec.model.T], labels=y0)
+    renoised = first + (2.0**2 - dec.model.eps**2) ** 0.5 * torch.randn(first.shape, generator=torch.Generator().manual_seed(0))
+    expected = dec.model(renoised, torch.full((4,), 2.0), y0)
+    assert torch.allclose(two, expected, atol=1e-6)  # Song et al.'s multistep sampling, step by step
+    report = run_edit(runs["noiser"], runs["cm"], per_class=1, targets=[0, 1], judge_epochs=1, cm_mid=[2.0], out_dir=tmp_path)
+    assert report["cm_sigmas"] == [dec.model.T, 2.0] and "(2 steps at t = 80, 2)" in (tmp_path / "edit.md").read_text()
+    for bad in ([100.0], [2.0, 5.0], [0.001]):
+        with pytest.raises(UserError, match="must decrease strictly"):
+            run_edit(runs["noiser"], runs["cm"], cm_mid=bad, out_dir=tmp_path / "b")
+    with pytest.raises(UserError, match="diffusion model"):
+        run_edit(runs["noiser"], runs["dm"], cm_mid=[2.0], out_dir=tmp_path / "b")
