@@ -127,6 +127,8 @@ def bench(
     """Encoder throughput (img/s) and latency per backend available here."""
     from alignlearn.distributed import resolve_device
 
+    from alignlearn.results import append_row
+
     from .bench import markdown, run_bench, tflops
 
     modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -142,8 +144,6 @@ def bench(
     def record(r, info):  # each row is printed and lands in RESULTS.md as soon as it is measured
         typer.echo(f"{r.backend}, batch {r.batch}: {r.latency_ms:.3f} ms, {r.img_per_s:,.0f} img/s", err=True)
         if results is not None:
-            from alignlearn.results import append_row
-
             append_row(results, "Encoder backends (alignlearn bench)", header,
                        [info["date"], info["device"], r.backend, str(r.batch), f"{r.latency_ms:.3f}", f"{r.img_per_s:,.0f}",
                         "{} ({})".format(*tflops(r, info, peak_tflops)), r.io, cmd])

@@ -44,6 +44,21 @@ def decode(dec: Loaded, z: torch.Tensor, labels: torch.Tensor, guidance: float, 
     return ode_sample(D, z, karras_sigmas(steps + 1, dec.model.eps, dec.model.T).flip(0), labels=labels, method="euler")
 
 
+def _consistency_levels(dec: Loaded, refine: int, cm_mid: list[float]) -> list[float] | None:
+    """Check the options that only a consistency decoder takes; its noise levels (T, then cm_mid), or None."""
+    if refine < 0:
+        raise UserError(f"--refine {refine} must be 0 (off) or a positive number of steps")
+    if dec.model.kind != "cm":
+        for flag, used in (("--refine steps through", refine), ("--cm-mid sets multistep decoding with", cm_mid)):
+            if used:
+                raise UserError(f"{flag} a consistency-model decoder; this decoder is a diffusion model")
+        return None
+    levels = [dec.model.T, *cm_mid]
+    if any(not dec.model.eps < t < dec.model.T for t in cm_mid) or any(a <= b for a, b in zip(levels, levels[1:])):
+        raise UserError(f"--cm-mid {cm_mid} must decrease strictly between eps={dec.model.eps:g} and T={dec.model.T:g}")
+    return levels
+
+
 def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_dir=None, per_class: int = 2,
              dm_steps: int = 30, judge_epochs: int = 10, out_dir="edit", device: str = "cpu", grid_guidance: float | None = None,
              refine: int = 0, refine_lr: float = 0.5, cm_mid=(), seed: int = 0) -> dict:
@@ -55,16 +70,8 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
         if m.num_classes == 0:
             raise UserError(f"--{m.role} {m.path} is unconditional; editing needs class-conditional models (train with --class-cond)")
     check_compatible([n, dec])
-    if refine < 0:
-        raise UserError(f"--refine {refine} must be 0 (off) or a positive number of steps")
-    if refine and dec.model.kind != "cm":
-        raise UserError("--refine steps through a consistency-model decoder; this decoder is a diffusion model")
     cm_mid = [float(t) for t in cm_mid]
-    if cm_mid and dec.model.kind != "cm":
-        raise UserError("--cm-mid sets multistep consistency decoding; this decoder is a diffusion model")
-    levels = [dec.model.T, *cm_mid]
-    if any(not dec.model.eps < t < dec.model.T for t in cm_mid) or any(a <= b for a, b in zip(levels, levels[1:])):
-        raise UserError(f"--cm-mid {cm_mid} must decrease strictly between eps={dec.model.eps:g} and T={dec.model.T:g}")
+    levels = _consistency_levels(dec, refine, cm_mid)
     guidance = [float(w) for w in guidance]
     for w in guidance:
         if not 0.0 <= w <= MAX_GUIDANCE:
@@ -86,7 +93,7 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     report = {"data": train.name, "sources": len(x0), "targets": targets, "judge_test_accuracy": judge.test_accuracy,
               "refine": refine,
               "decoder": dec.model.kind, "dm_steps": dm_steps if dec.model.kind == "edm" else None,
-              "cm_sigmas": levels if dec.model.kind == "cm" else None,
+              "cm_sigmas": levels,
               "noiser": str(n.path), "decoder_path": str(dec.path), "sweep": []}
     grids = {}
     for w in guidance:

@@ -56,6 +56,11 @@ def decoders(cm: Loaded | None, dm: Loaded | None, dm_steps: int, dm_solver: str
     return out
 
 
+def evenly_spaced(n: int, k: int) -> torch.Tensor:
+    """min(k, n) indices spread evenly over range(n), first and last included."""
+    return torch.linspace(0, n - 1, min(k, n)).round().long()
+
+
 def _batched(fn, x: torch.Tensor, labels, batch_size: int) -> torch.Tensor:
     outs = []
     for i in range(0, len(x), batch_size):
@@ -81,7 +86,7 @@ def run_recon(
     by_role = {m.role: m for m in models}
     _, test = evaluation_split(models[0], data, data_dir)
     # evenly spaced over the split, not its head: a split stored class by class (mnist-5k) would give one class
-    pick = torch.linspace(0, len(test) - 1, min(num_images, len(test))).round().long()
+    pick = evenly_spaced(len(test), num_images)
     x0, labels = test.images[pick].to(device), test.labels[pick].to(device)
 
     enc = encoders(by_role.get("noiser"), by_role.get("dm"), ddim_steps)
@@ -96,7 +101,7 @@ def run_recon(
     dec_s = {name: median_seconds(lambda s=side, z=latents[next(iter(latents))][:batch_size]: s.fn(z, timing_y), device, repeats=timing_repeats)
              for name, side in dec.items()} if latents else {}
 
-    show = torch.linspace(0, len(x0) - 1, min(grid_images, len(x0))).round().long()
+    show = evenly_spaced(len(x0), grid_images)
     rows, skipped, blocks = [], [], [("ground truth", x0[show])]
     for e, d in plan:
         if e not in enc or d not in dec:
