@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import warnings
@@ -17,6 +18,7 @@ from alignlearn import __version__
 from alignlearn.errors import UserError
 from alignlearn.precond import Preconditioned
 
+from .groupnorm import with_two_level_group_norms
 from .metadata import EncoderMeta
 
 OPSET = 18  # within 18..20: TensorRT 10 rejects opset 21's GroupNormalization
@@ -50,8 +52,6 @@ class _FP32GroupNorm(nn.Module):
 
 def reduced_precision_copy(noiser: Preconditioned, dtype: torch.dtype) -> Preconditioned:
     """A copy in fp16/bf16 whose normalisation layers compute in fp32."""
-    import copy
-
     m = copy.deepcopy(noiser).to(dtype)
     for parent in list(m.modules()):
         for name, child in list(parent.named_children()):
@@ -60,9 +60,17 @@ def reduced_precision_copy(noiser: Preconditioned, dtype: torch.dtype) -> Precon
     return m
 
 
-def export_graph(noiser: Preconditioned, meta: EncoderMeta, precision: str) -> EncoderGraph:
+def export_graph(noiser: Preconditioned, meta: EncoderMeta, precision: str, for_onnx: bool = False) -> EncoderGraph:
+    """The function to export (`for_onnx`: the fp32 graph's GroupNorms summed in two levels, see
+    groupnorm.py; reduced precisions keep the exporter's InstanceNormalization, which TensorRT fuses
+    and whose error is far inside their tolerance) or, without `for_onnx`, PyTorch's reference."""
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    inner = noiser if precision == "fp32" else reduced_precision_copy(noiser, dtype)
+    if precision != "fp32":
+        inner = reduced_precision_copy(noiser, dtype)
+    elif for_onnx:
+        inner = with_two_level_group_norms(copy.deepcopy(noiser))
+    else:
+        inner = noiser
     return EncoderGraph(inner.eval(), meta.num_classes > 0, dtype).eval()
 
 
@@ -103,7 +111,7 @@ def export_onnx(
     if path.exists() and not force:
         raise UserError(f"{path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = export_graph(noiser, meta, precision)
+    graph = export_graph(noiser, meta, precision, for_onnx=True)
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = (torch.rand(2, *meta.image_shape) * 2 - 1,)  # a batch of 2: 1 would be specialised
@@ -138,8 +146,6 @@ def reference_latents(graph: EncoderGraph, images: np.ndarray, labels: np.ndarra
 
 
 def fp64_latents(noiser: Preconditioned, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-    import copy
-
     model = copy.deepcopy(noiser).double()
     with torch.no_grad():
         y = torch.from_numpy(labels) if labels is not None else None
