@@ -7,7 +7,7 @@ and variance ~1e-6 off. A noiser's map is steep (dx_T/dx ~ T / sigma_data), and 
 digits that took a trained `mnist` noiser's export to 3e-5 from the exact latents, ten times
 PyTorch's own error and past the fp32 tolerance of 1e-5. Summing in two levels, per channel over
 H * W and then over the group's channels, with the variance combined by the parallel formula
-(Chan et al. 1979), brings the export back to PyTorch's accuracy.
+(Chan et al. 1979), brings the export back to PyTorch's accuracy at no measured cost in speed on the CPU.
 """
 
 from __future__ import annotations
@@ -30,11 +30,15 @@ class TwoLevelGroupNorm(nn.Module):
         n, c = x.shape[:2]
         g = x.reshape(n, self.num_groups, c // self.num_groups, -1)  # (N, G, C/G, H*W)
         mean_c = g.mean(-1, keepdim=True)
-        var_c = (g - mean_c).square().mean(-1, keepdim=True)
+        d = g - mean_c
+        var_c = (d * d).mean(-1, keepdim=True)  # a Mul, not Pow: one cheap pass in ONNX Runtime
         mean = mean_c.mean(-2, keepdim=True)
-        var = (var_c + (mean_c - mean).square()).mean(-2, keepdim=True)  # within- plus between-channel
+        e = mean_c - mean
+        var = (var_c + e * e).mean(-2, keepdim=True)  # within- plus between-channel variance
         scale = torch.rsqrt(var + self.eps) * self.weight.reshape(1, self.num_groups, -1, 1)
-        return ((g - mean) * scale + self.bias.reshape(1, self.num_groups, -1, 1)).reshape(x.shape)
+        # (g - mean) * scale + bias with g - mean = d + e: d is reused, so the output costs two passes
+        shift = e * scale + self.bias.reshape(1, self.num_groups, -1, 1)
+        return (d * scale + shift).reshape(x.shape)
 
 
 def with_two_level_group_norms(model: nn.Module) -> nn.Module:
