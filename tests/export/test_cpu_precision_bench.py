@@ -1,0 +1,21 @@
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_precision.py"
+
+
+def test_cpu_precision_benchmark_writes_one_row_per_backend(noiser_runs, tmp_path):
+    spec = importlib.util.spec_from_file_location("cpu_precision", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "RESULTS.md"
+    bench.main(["--noiser", str(noiser_runs["cond"]), "--batch", "4", "--repeats", "1", "--rounds", "1",
+                "--calibration-images", "8", "--results", str(results)])
+    rows = [line.split(" | ") for line in results.read_text().splitlines() if line.startswith("| 20")]
+    backends = [r[3] for r in rows]
+    assert backends == ["torch eager fp32", "torch eager bf16 autocast", "onnxruntime CPU fp32", "onnxruntime CPU fp16",
+                        "onnxruntime CPU int8 (QDQ, static)"]
+    assert rows[0][6] == "1.00x" and all(float(r[5]) > 0 for r in rows)
+    errors = {r[3]: float(r[7]) for r in rows}
+    assert errors["torch eager fp32"] < 1e-5 and errors["onnxruntime CPU fp32"] < 1e-4  # the exact rows are exact
+    assert errors["onnxruntime CPU fp16"] > errors["onnxruntime CPU fp32"]  # and the reduced ones are not
