@@ -6,7 +6,8 @@
 #                 at 512 for the cifar preset, with FLOPs and the fraction of the measured peak
 #   STAGE=recon : class-conditional noiser + CT + EDM on $DATA, BUDGET_S seconds each (--time-budget),
 #                 then the reconstruction probe and PROBES: editing with the CM (edit) and the DM (edit-dm)
-#                 decoders, linear probes (linear); EDIT_REFINE=K adds editing on refined latents
+#                 decoders, linear probes (linear); EDIT_REFINE=K adds editing on refined latents; the
+#                 trained noiser's ONNX export with its parity check
 # Each step is logged with its exit status and the next one runs anyway, so one failure costs only
 # its own rows. $OUT receives at most 8 files (the device tool's limit): RESULTS.md (new rows),
 # log.txt, reports.tgz (probe reports and grids) and run_<role>.tgz (packed bf16 runs, ~14 MB each).
@@ -51,7 +52,7 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 finish() {
-  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude=bench_run --exclude=cifar_run --exclude=rgb32 . 2>/dev/null
+  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude=export --exclude=bench_run --exclude=cifar_run --exclude=rgb32 . 2>/dev/null
   for r in noiser cm dm; do
     [ -d "$WORK/recon/runs/$r" ] && tar czf "$OUT/run_$r.tgz" -C "$WORK/recon/runs" "$r"
   done
@@ -155,6 +156,8 @@ PY
   [ -n "${EDIT_REFINE:-}" ] && step edit-refined $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" \
     --guidance 1,2,3,4 --per-class 10 --refine "$EDIT_REFINE" --device "$DEVICE" --out "$WORK/edit_refined"
   [[ " $PROBES " == *" linear "* ]] && step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" "${DD[@]}" --device "$DEVICE" --out "$WORK/linear"
+  # the trained noiser's ONNX export and its parity check (ONNX Runtime's CPU provider) on real images
+  step export $PY -m alignlearn export "$R/noiser" --onnx "$WORK/export/noiser.onnx"
   for p in edit edit_dm edit_refined linear; do f="$WORK/$p/${p%_*}.md"; [ -f "$f" ] && { echo "## $p"; cat "$f"; } >> "$WORK/probes.md"; done
 fi
 echo "gpu.sh done at ${SECONDS} s"
