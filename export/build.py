@@ -62,7 +62,11 @@ def export_run(run: str | Path, onnx_out: str | Path, *, trt: bool = False, prec
     onnx_out = Path(onnx_out)
     if onnx_out.suffix != ".onnx":
         raise UserError(f"--onnx should name a .onnx file, got {onnx_out}")
-    export_onnx(noiser, meta, onnx_out, onnx_precision, force=force)
+    # TensorRT 10 builds fp16/bf16 engines from the fp32 graph with builder flags; that graph keeps the
+    # exporter's InstanceNormalization, which TensorRT imports as its normalisation layer, rather than
+    # reductions that its fp16 kernels could run (and overflow) in half precision.
+    for_trt_flags = plan is not None and bool(plan.builder_flags)
+    export_onnx(noiser, meta, onnx_out, onnx_precision, force=force, two_level_norms=not for_trt_flags)
     result = ExportResult(onnx_out)
     log(f"wrote {onnx_out} (opset 18, {onnx_precision}, dynamic batch, onnx.checker passed)")
     real = real_images(cfg)
@@ -72,7 +76,14 @@ def export_run(run: str | Path, onnx_out: str | Path, *, trt: bool = False, prec
         result.notes.append("ONNX Runtime has no bf16 Conv kernels on the CPU: the bf16 graph is checked on its TensorRT engine")
     else:
         result.onnx_parity = check_parity(noiser, ort_runner(onnx_out), meta, real)
-        _fail_if_bad(result.onnx_parity, "the ONNX export (ONNX Runtime CPU)", onnx_out, log)
+        if for_trt_flags and not all(r.ok for r in result.onnx_parity):
+            # This file is the engine's source, and the engine is checked at its own precision's tolerance.
+            worst = max(r.vs_torch for r in result.onnx_parity)
+            log(f"parity of the ONNX export (ONNX Runtime CPU) against PyTorch:\n{parity_table(result.onnx_parity)}")
+            result.notes.append(f"{onnx_out} is the fp32 source of a {precision} TensorRT build; ONNX Runtime runs it "
+                                f"{worst:.1e} from PyTorch (its normalisation sums); export without --trt for ONNX Runtime")
+        else:
+            _fail_if_bad(result.onnx_parity, "the ONNX export (ONNX Runtime CPU)", onnx_out, log)
     if trt:
         result.engine = _build_and_check(noiser, meta, onnx_out, precision, profile, plan, real, force, log)
     for note in result.notes:
