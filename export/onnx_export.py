@@ -60,16 +60,15 @@ def reduced_precision_copy(noiser: Preconditioned, dtype: torch.dtype) -> Precon
     return m
 
 
-def export_graph(noiser: Preconditioned, meta: EncoderMeta, precision: str, for_onnx: bool = False,
-                 two_level_norms: bool = True) -> EncoderGraph:
-    """The function to export (`for_onnx`: the fp32 graph's GroupNorms summed in two levels, see
-    groupnorm.py; reduced precisions, and fp32 graphs that TensorRT will build in fp16/bf16
-    (`two_level_norms=False`), keep the exporter's InstanceNormalization, which TensorRT imports as its
-    normalisation layer) or, without `for_onnx`, PyTorch's reference."""
+def export_graph(noiser: Preconditioned, meta: EncoderMeta, precision: str, two_level_norms: bool = False) -> EncoderGraph:
+    """The exported function; `two_level_norms` sums the fp32 graph's GroupNorm statistics in two levels
+    (groupnorm.py), as the ONNX files for ONNX Runtime do. Without it, nn.GroupNorm: PyTorch's reference,
+    and in the exported graph InstanceNormalization, which TensorRT imports as its normalisation layer
+    (reduced precisions always: their GroupNorms are wrapped to compute in fp32)."""
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     if precision != "fp32":
         inner = reduced_precision_copy(noiser, dtype)
-    elif for_onnx and two_level_norms:
+    elif two_level_norms:
         inner = with_two_level_group_norms(copy.deepcopy(noiser))
     else:
         inner = noiser
@@ -114,7 +113,7 @@ def export_onnx(
     if path.exists() and not force:
         raise UserError(f"{path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = export_graph(noiser, meta, precision, for_onnx=True, two_level_norms=two_level_norms)
+    graph = export_graph(noiser, meta, precision, two_level_norms=two_level_norms)
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = (torch.rand(2, *meta.image_shape) * 2 - 1,)  # a batch of 2: 1 would be specialised
