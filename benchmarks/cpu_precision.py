@@ -99,14 +99,18 @@ def main(argv: list[str] | None = None) -> None:
                 return noiser(xt, t, yt).float().numpy()
         return call
 
+    def onnxruntime(path: Path):
+        run = ort_runner(path)
+        return lambda: run(x, y)
+
     candidates = [("torch eager fp32", eager(False)), ("torch eager bf16 autocast", eager(True))]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for precision in ("fp32", "fp16"):
             path = export_run(a.noiser, tmp / f"{precision}.onnx", precision=precision, log=lambda s: None).onnx
-            candidates.append((f"onnxruntime CPU {precision}", (lambda run: lambda: run(x, y))(ort_runner(path))))
+            candidates.append((f"onnxruntime CPU {precision}", onnxruntime(path)))
         int8 = quantize_int8(tmp / "fp32.onnx", tmp / "int8.onnx", calib, calib_y)
-        candidates.append(("onnxruntime CPU int8 (QDQ, static)", (lambda run: lambda: run(x, y))(ort_runner(int8))))
+        candidates.append(("onnxruntime CPU int8 (QDQ, static)", onnxruntime(int8)))
 
         # Timed in interleaved rounds, so a slow spell of a shared machine falls on every backend alike.
         outputs = {name: fn() for name, fn in candidates}

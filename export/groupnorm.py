@@ -41,10 +41,15 @@ class TwoLevelGroupNorm(nn.Module):
         return (d * scale + shift).reshape(x.shape)
 
 
-def with_two_level_group_norms(model: nn.Module) -> nn.Module:
-    """Replace every nn.GroupNorm in `model` (in place) by its TwoLevelGroupNorm; returns `model`."""
+def replace_group_norms(model: nn.Module, wrap) -> nn.Module:
+    """Replace every nn.GroupNorm in `model` (in place) by wrap(group_norm); returns `model`."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.GroupNorm):
-                setattr(parent, name, TwoLevelGroupNorm(child))
+                setattr(parent, name, wrap(child))
     return model
+
+
+def with_two_level_group_norms(model: nn.Module) -> nn.Module:
+    """Every nn.GroupNorm in `model` (in place) replaced by its TwoLevelGroupNorm; returns `model`."""
+    return replace_group_norms(model, TwoLevelGroupNorm)

@@ -18,7 +18,7 @@ from alignlearn import __version__
 from alignlearn.errors import UserError
 from alignlearn.precond import Preconditioned
 
-from .groupnorm import with_two_level_group_norms
+from .groupnorm import replace_group_norms, with_two_level_group_norms
 from .metadata import EncoderMeta
 
 OPSET = 18  # within 18..20: TensorRT 10 rejects opset 21's GroupNormalization
@@ -52,12 +52,7 @@ class _FP32GroupNorm(nn.Module):
 
 def reduced_precision_copy(noiser: Preconditioned, dtype: torch.dtype) -> Preconditioned:
     """A copy in fp16/bf16 whose normalisation layers compute in fp32."""
-    m = copy.deepcopy(noiser).to(dtype)
-    for parent in list(m.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.GroupNorm):
-                setattr(parent, name, _FP32GroupNorm(child))
-    return m
+    return replace_group_norms(copy.deepcopy(noiser).to(dtype), _FP32GroupNorm)
 
 
 def export_graph(noiser: Preconditioned, meta: EncoderMeta, precision: str, two_level_norms: bool = False) -> EncoderGraph:

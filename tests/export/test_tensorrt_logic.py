@@ -63,33 +63,36 @@ def test_trt_flag_without_tensorrt_is_one_clear_line(noiser_runs, tmp_path):
     assert not (tmp_path / "n.onnx").exists()  # it failed before doing any work
 
 
-@pytest.mark.parametrize("trt_version, precision, instance_norm", [
-    ("10.9.0", "fp16", True),  # builder flags on the fp32 graph: TensorRT's own normalisation layer
-    ("10.9.0", "fp32", False),  # an fp32 engine and ONNX Runtime get the two-level GroupNorm
-])
-def test_graph_for_tensorrt_10_flags_keeps_instance_norm(noiser_runs, tmp_path, monkeypatch, trt_version, precision, instance_norm):
+@pytest.fixture
+def build_with_stub_trt10(monkeypatch, tmp_path):
+    """export/build.py as it runs with TensorRT 10.9 installed, the engine build itself stubbed out."""
     import types
-
-    import onnx
 
     from alignlearn.export import build
 
-    monkeypatch.setattr(build, "import_tensorrt", lambda: types.SimpleNamespace(__version__=trt_version))
-    monkeypatch.setattr(build, "_build_and_check", lambda *a, **k: tmp_path / "stub.engine")  # no TensorRT here
+    monkeypatch.setattr(build, "import_tensorrt", lambda: types.SimpleNamespace(__version__="10.9.0"))
+    monkeypatch.setattr(build, "_build_and_check", lambda *a, **k: tmp_path / "stub.engine")
+    return build
+
+
+@pytest.mark.parametrize("precision, instance_norm", [
+    ("fp16", True),  # builder flags on the fp32 graph: TensorRT's own normalisation layer
+    ("fp32", False),  # an fp32 engine and ONNX Runtime get the two-level GroupNorm
+])
+def test_graph_for_tensorrt_10_flags_keeps_instance_norm(noiser_runs, tmp_path, build_with_stub_trt10, precision, instance_norm):
+    import onnx
+
+    build = build_with_stub_trt10
     res = build.export_run(noiser_runs["cond"], tmp_path / "n.onnx", trt=True, precision=precision, log=lambda s: None)
     ops = {n.op_type for n in onnx.load(str(res.onnx)).graph.node}
     assert ("InstanceNormalization" in ops) == instance_norm and ("ReduceMean" in ops) != instance_norm
     assert res.onnx_parity and all(r.ok for r in res.onnx_parity)  # tiny model: both forms within 1e-5
 
 
-def test_onnx_parity_miss_on_a_tensorrt_source_is_a_note_not_a_failure(noiser_runs, tmp_path, monkeypatch):
-    import types
-
-    from alignlearn.export import build
+def test_onnx_parity_miss_on_a_tensorrt_source_is_a_note_not_a_failure(noiser_runs, tmp_path, monkeypatch, build_with_stub_trt10):
     from alignlearn.export.onnx_export import ParityResult
 
-    monkeypatch.setattr(build, "import_tensorrt", lambda: types.SimpleNamespace(__version__="10.9.0"))
-    monkeypatch.setattr(build, "_build_and_check", lambda *a, **k: tmp_path / "stub.engine")
+    build = build_with_stub_trt10
     monkeypatch.setattr(build, "check_parity", lambda *a, **k: [ParityResult(7, "real", 3e-5, 3e-5, 4e-6, 1e-5)])
     res = build.export_run(noiser_runs["cond"], tmp_path / "n.onnx", trt=True, precision="fp16", log=lambda s: None)
     assert res.onnx.exists() and any("source of a fp16 TensorRT build" in n for n in res.notes)
