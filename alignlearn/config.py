@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .errors import UserError
+from .networks.norm import GROUP_NORMS
 from .objectives import ObjectiveConfig
 from .schedule import EPS, SIGMA_DATA, T_MAX
 
@@ -51,6 +52,7 @@ class TrainConfig:
     bf16: bool = True
     compile: bool = False
     channels_last: bool = True
+    group_norm: str = "native"  # how GroupNorm computes its statistics (networks/norm.py); same function
     log_every: int = 25
     ckpt_every: int = 1000
     sample_every: int = 1000
@@ -68,6 +70,8 @@ class TrainConfig:
             raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.group_norm not in GROUP_NORMS:
+            raise UserError(f"unknown --group-norm {self.group_norm!r}; choose from {', '.join(GROUP_NORMS)}")
         if self.time_budget_s < 0:
             raise UserError(f"--time-budget must be positive (seconds), got {self.time_budget_s}")
 

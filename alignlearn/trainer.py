@@ -38,6 +38,7 @@ from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
 from .models import build_model, load_teacher
+from .networks.norm import with_channel_stats_group_norms
 from .objectives import build_objective
 from .previews import preview
 
@@ -121,14 +122,16 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def compile_for_training(net: torch.nn.Module) -> torch.nn.Module:
-    """torch.compile with inductor drawing random numbers as eager PyTorch does. Its own (Philox) dropout
-    would give the compiled online pass another mask than the target pass replays from the same RNG state,
-    breaking iCT's shared dropout mask; the setting is global to inductor."""
-    import torch._inductor.config as inductor_config
+# Inductor settings of the trainer's compiled passes. fallback_random: inductor draws random numbers as
+# eager PyTorch does; its own (Philox) dropout would give the compiled online pass another mask than the
+# target pass replays from the same RNG state, breaking iCT's shared dropout mask. benchmarks/throughput.py
+# varies these (--inductor KEY=VALUE) to measure alternatives.
+INDUCTOR_OPTIONS: dict = {"fallback_random": True}
 
-    inductor_config.fallback_random = True
-    return torch.compile(net)
+
+def compile_for_training(net: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile with the trainer's inductor settings, scoped to this module's graphs."""
+    return torch.compile(net, options=dict(INDUCTOR_OPTIONS))
 
 
 def _lr_at(step: int, lr: float, warmup: int) -> float:
@@ -186,6 +189,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         torch.backends.cudnn.benchmark = True
     image_like = len(train_set.shape) == 3
     channels_last = tc.channels_last and on_gpu and image_like
+    if tc.group_norm == "per-channel":  # before the EMA copies, which then compute the same way
+        with_channel_stats_group_norms(raw)
     if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout
         raw.to(memory_format=torch.channels_last)
     ema = EMA(raw, tc.ema_decay)

@@ -25,7 +25,7 @@ from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
 from alignlearn.results import append_row
 from alignlearn.timing import device_name
-from alignlearn.trainer import read_metrics, steady_img_per_s, train
+from alignlearn.trainer import INDUCTOR_OPTIONS, read_metrics, steady_img_per_s, train
 
 
 def step_flops(cfg, shape, device) -> int:
@@ -54,13 +54,40 @@ def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) ->
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
+    p.add_argument("--group-norm", default="native", help="native | per-channel (alignlearn/networks/norm.py)")
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                   help="an inductor setting for the compiled passes, on top of the trainer's (repeatable)")
+
+
+def inductor_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings as inductor settings: true/false as booleans, numbers as numbers."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--inductor wants KEY=VALUE, got {pair!r}")
+        low = value.lower()
+        out[key] = low == "true" if low in ("true", "false") else int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def variant(a: argparse.Namespace, dev: str) -> str:
+    """The precision column: what this run changed from the trainer's defaults."""
+    parts = ["bf16" if dev != "cpu" and not a.no_bf16 else "fp32"]
+    parts += ["compile"] if a.compile else []
+    parts += ["NCHW"] if a.no_channels_last and dev != "cpu" else []
+    parts += [f"{a.group_norm} GroupNorm"] if a.group_norm != "native" else []
+    parts += a.inductor
+    return " + ".join(parts[:2]) + "".join(", " + p for p in parts[2:])
 
 
 def training_run(a: argparse.Namespace):
     """(run config, train split, test split) for those options: no checkpoints or previews in the timed loop."""
+    INDUCTOR_OPTIONS.update(inductor_options(a.inductor))
     train_set, test_set = load_data(a.data, a.data_dir)
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
-                     channels_last=not a.no_channels_last, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9)
+                     channels_last=not a.no_channels_last, group_norm=a.group_norm, log_every=a.log_every,
+                     ckpt_every=10**9, sample_every=10**9)
     cfg = make_run_config(ObjectiveConfig(a.objective), tc, data_name=a.data, shape=train_set.shape,
                           num_classes=train_set.num_classes, preset=a.preset)
     return cfg, train_set, test_set
@@ -90,13 +117,12 @@ def main(argv=None):
     header = ["date", "device", "objective", "data", "preset (params)", "batch", "precision", "img/s (median)",
               "TFLOP/s", "of bf16 peak", "command"]
     cells = [str(dt.date.today()), device_name(dev), a.objective, a.data, f"{a.preset} ({params / 1e6:.2f}M)",
-             str(a.batch_size), ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "")
-             + (", NCHW" if a.no_channels_last and dev != "cpu" else ""),
+             str(a.batch_size), variant(a, dev),
              f"{img_s:,.0f}", f"{tflops:.3g}", frac, f"`{cmd}`"]
     print(append_row(a.results, "Training throughput", header, cells))
     if a.json:
         Path(a.json).write_text(json.dumps({"img_per_s": img_s, "tflops": tflops, "step_flops": flops, "batch_size": a.batch_size,
-                                            "compile": a.compile, "device": device_name(dev),
+                                            "compile": a.compile, "device": device_name(dev), "variant": variant(a, dev),
                                             "first_interval_s": a.batch_size * rows[0]["step"] / rows[0]["img_per_s"],
                                             "steady_interval_s": a.batch_size * rows[0]["step"] / img_s}) + "\n")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alignlearn.networks.norm import replace_group_norms
+
 
 class TwoLevelGroupNorm(nn.Module):
     """nn.GroupNorm's function, computed from per-channel statistics; holds the original's parameters."""
@@ -39,15 +41,6 @@ class TwoLevelGroupNorm(nn.Module):
         # (g - mean) * scale + bias with g - mean = d + e: d is reused, so the output costs two passes
         shift = e * scale + self.bias.reshape(1, self.num_groups, -1, 1)
         return (d * scale + shift).reshape(x.shape)
-
-
-def replace_group_norms(model: nn.Module, wrap) -> nn.Module:
-    """Replace every nn.GroupNorm in `model` (in place) by wrap(group_norm); returns `model`."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.GroupNorm):
-                setattr(parent, name, wrap(child))
-    return model
 
 
 def with_two_level_group_norms(model: nn.Module) -> nn.Module:

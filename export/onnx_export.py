@@ -16,9 +16,10 @@ from torch import nn
 
 from alignlearn import __version__
 from alignlearn.errors import UserError
+from alignlearn.networks.norm import replace_group_norms
 from alignlearn.precond import Preconditioned
 
-from .groupnorm import replace_group_norms, with_two_level_group_norms
+from .groupnorm import with_two_level_group_norms
 from .metadata import EncoderMeta
 
 OPSET = 18  # within 18..20: TensorRT 10 rejects opset 21's GroupNormalization

@@ -1,0 +1,63 @@
+"""GroupNorm from per-channel statistics, for compiled training in channels-last memory.
+
+nn.GroupNorm reduces each (sample, group) over its C/G channels and all pixels. In channels-last
+memory a group is a few adjacent values in every pixel's row of C channels, so a reduction that
+owns one group reads a small piece of each row: scattered reads. Reducing per channel over the
+pixels instead (neighbouring channels are neighbouring addresses, so neighbouring reductions read
+one row together) and then combining each group's C/G channel means and variances (the parallel
+variance formula, Chan et al. 1979) gives the same function from contiguous reads. The parameters
+and state-dict keys are nn.GroupNorm's: checkpoints and exports do not see the difference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelStatsGroupNorm(nn.GroupNorm):
+    """nn.GroupNorm's function: per-channel mean and variance first, then per group."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        g = self.num_groups
+        # fp32 statistics for bf16/fp16 inputs, as autocast runs nn.GroupNorm in fp32
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        var_c, mean_c = torch.var_mean(xf, dim=tuple(range(2, x.ndim)), correction=0)  # (N, C)
+        mean_c, var_c = mean_c.view(n, g, c // g), var_c.view(n, g, c // g)
+        mean = mean_c.mean(-1, keepdim=True)
+        var = (var_c + (mean_c - mean).square()).mean(-1, keepdim=True)  # within- plus between-channel
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight.view(g, c // g)
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias.view(g, c // g)
+        shape = (n, c) + (1,) * (x.ndim - 2)
+        y = xf * scale.reshape(shape) + shift.reshape(shape)
+        # CUDA autocast runs nn.GroupNorm in fp32 (its fp32 list) and returns fp32; elsewhere the input's dtype
+        return y if x.is_cuda and torch.is_autocast_enabled("cuda") else y.to(x.dtype)
+
+
+def replace_group_norms(model: nn.Module, wrap) -> nn.Module:
+    """Replace every nn.GroupNorm in `model` (in place) by wrap(group_norm); returns `model`."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.GroupNorm):
+                setattr(parent, name, wrap(child))
+    return model
+
+
+def _channel_stats(gn: nn.GroupNorm) -> ChannelStatsGroupNorm:
+    new = ChannelStatsGroupNorm(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
+    if gn.affine:
+        new.weight, new.bias = gn.weight, gn.bias  # the same Parameter objects: optimizer and EMA see no change
+    return new
+
+
+def with_channel_stats_group_norms(model: nn.Module) -> nn.Module:
+    """Every nn.GroupNorm in `model` (in place) computed from per-channel statistics; returns `model`."""
+    return replace_group_norms(model, _channel_stats)
+
+
+GROUP_NORMS = ("native", "per-channel")

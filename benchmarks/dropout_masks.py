@@ -1,0 +1,56 @@
+"""Do the compiled online pass and the compiled target pass draw the same dropout mask?
+
+    python benchmarks/dropout_masks.py --device cuda --inductor fallback_random=false
+
+iCT's target pass replays the RNG state of the online pass so both drop the same units. The trainer
+compiles both with inductor's fallback_random (eager PyTorch's random numbers). Without it, inductor
+draws its own (Philox) numbers from seeds taken from the same generator, which can agree between
+the two graphs or not depending on how each graph orders its random ops. This prints the largest
+difference between the two passes (float rounding if the masks agree) next to that of a fresh mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+
+from alignlearn.networks.presets import build_backbone, preset_config
+from alignlearn.objectives import _replay_rng
+from alignlearn.trainer import INDUCTOR_OPTIONS, compile_for_training
+from throughput import inductor_options
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE")
+    a = p.parse_args(argv)
+    INDUCTOR_OPTIONS.update(inductor_options(a.inductor))
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    net = build_backbone(preset_config(a.preset, image_shape=(1, 32, 32), dropout=0.3)).to(dev).train()
+    with torch.no_grad():  # the zero-initialised output layer would hide the mask
+        for q in net.parameters():
+            q.add_(0.05 * torch.randn_like(q))
+    target = copy.deepcopy(net).requires_grad_(False).train()
+    online_c, target_c = compile_for_training(net), compile_for_training(target)
+    x, t = torch.randn(16, 1, 32, 32, device=dev), torch.full((16,), 5.0, device=dev)
+    worst = fresh = 0.0
+    for _ in range(3):
+        with torch.no_grad(), _replay_rng(dev):
+            y_target = target_c(x, t)
+        y_online = online_c(x, t)
+        y_online.square().mean().backward()
+        worst = max(worst, (y_online - y_target).abs().max().item())
+        with torch.no_grad():
+            fresh = max(fresh, (target_c(x, t) - y_target).abs().max().item())
+    same = worst < 1e-3 * max(fresh, 1e-12)
+    print(f"inductor {INDUCTOR_OPTIONS}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
+          f"{'same mask' if same else 'DIFFERENT masks'}")
+
+
+if __name__ == "__main__":
+    main()
