@@ -30,6 +30,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     INDUCTOR_OPTIONS.update(inductor_options(a.inductor))
     dev = torch.device(a.device)
+    # full fp32 arithmetic: TF32 convolutions (cuDNN's default) round each pass differently by ~1e-3
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     net = build_backbone(preset_config(a.preset, image_shape=(1, 32, 32), dropout=0.3)).to(dev).train()
     with torch.no_grad():  # the zero-initialised output layer would hide the mask
@@ -47,7 +49,7 @@ def main(argv=None):
         worst = max(worst, (y_online - y_target).abs().max().item())
         with torch.no_grad():
             fresh = max(fresh, (target_c(x, t) - y_target).abs().max().item())
-    same = worst < 1e-3 * max(fresh, 1e-12)
+    same = worst < 1e-2 * max(fresh, 1e-12)  # one differently dropped unit moves the output by O(fresh)
     print(f"inductor {INDUCTOR_OPTIONS}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
           f"{'same mask' if same else 'DIFFERENT masks'}")
 

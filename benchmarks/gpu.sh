@@ -129,17 +129,21 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
 fi
 
 if [ "$STAGE" = train ]; then
-  # Issue 2: the compiled training step of the mnist preset, side by side. Variants: A the trainer's
-  # default, G per-channel GroupNorm statistics, N NCHW, R inductor's own dropout RNG. Their graphs are
-  # compiled at once in a warm-up wave (the inductor cache then serves the timed runs one at a time);
-  # the best of A/G/N (with R if it helps and keeps the shared dropout mask) is then timed at twice the
-  # batch and with inductor's coordinate-descent tuning, and profiled.
+  # Issue 2: the compiled training step of the mnist preset, side by side. The last H100 session
+  # (RESULTS.md) found the compiled step host-bound (the GPU idle between kernels), so the variants are
+  # CUDA graphs (inductor's cudagraph trees): A the trainer's default, CG with CUDA graphs, CGG CUDA graphs
+  # with per-channel GroupNorm statistics, A2 the default at twice the batch; A again last, for the
+  # run-to-run spread. Their graphs are compiled at once in a warm-up wave (the inductor cache then
+  # serves the timed runs one at a time). Then a profile of A (device time and idle share per step) and
+  # whether the online and target passes still share their dropout mask under CUDA graphs.
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
-  declare -A V=([A]="" [G]="--group-norm per-channel" [N]="--no-channels-last" [R]="--inductor fallback_random=false")
+  CG="--inductor triton.cudagraphs=true"
+  declare -A V=([A]="" [CG]="$CG" [CGG]="$CG --group-norm per-channel" [A2]="" [Arepeat]="")
+  declare -A BS=([A2]=$((2 * BATCH)))
   warm() {  # warm KEY...: compile the variants' graphs concurrently (3 steps each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
@@ -155,45 +159,18 @@ if [ "$STAGE" = train ]; then
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
-  declare -A BS=()
-  step warm-1 warm A G N R
-  for k in A G N R; do timed $k; done
-  step masks $PY benchmarks/dropout_masks.py --device "$DEVICE" --inductor fallback_random=false | tee "$WORK/masks.txt"
-  BEST=$($PY - "$WORK" <<'PY'
-import json, sys
-from pathlib import Path
-w = Path(sys.argv[1])
-def ips(k):
-    try:
-        return json.loads((w / f"train_{k}.json").read_text())["img_per_s"]
-    except (OSError, KeyError, ValueError):
-        return 0.0
-best = max("AGN", key=ips)
-flags = {"A": "", "G": "--group-norm per-channel", "N": "--no-channels-last"}[best]
-masks = (w / "masks.txt").read_text() if (w / "masks.txt").exists() else ""
-if ips("R") > 1.03 * ips("A") and "same mask" in masks:
-    flags += " --inductor fallback_random=false"
-print(flags)
-PY
-)
-  echo "best variant flags: '${BEST}'"
-  V[B]="$BEST"; BS[B]=$((2 * BATCH))
-  V[C]="$BEST --inductor coordinate_descent_tuning=true"
+  step warm warm A CG CGG A2
+  for k in A CG CGG A2 Arepeat; do timed $k; done
   step profile-A $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 10 \
     --device "$DEVICE" --compile --top 30 --out "$WORK/profile_compiled_A.txt"
-  step warm-2 warm B C
-  timed B
-  timed C
-  read -r -a args <<< "$BEST"
-  step profile-best $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 10 \
-    --device "$DEVICE" --compile "${args[@]}" --top 30 --out "$WORK/profile_compiled_best.txt"
+  step masks $PY benchmarks/dropout_masks.py --device "$DEVICE" $CG | tee "$WORK/masks.txt"
   $PY - "$WORK" <<'PY'
 import json, sys
 from pathlib import Path
-print(f"{'run':4s} {'variant':70s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s}")
+print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s}")
 for f in sorted(Path(sys.argv[1]).glob("train_*.json")):
     r = json.loads(f.read_text())
-    print(f"{f.stem[6:]:4s} {r.get('variant', ''):70s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} {r['first_interval_s']:8.1f}")
+    print(f"{f.stem[6:]:8s} {r.get('variant', ''):60s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} {r['first_interval_s']:8.1f}")
 PY
 fi
 

@@ -73,12 +73,10 @@ def inductor_options(pairs: list[str]) -> dict:
 
 def variant(a: argparse.Namespace, dev: str) -> str:
     """The precision column: what this run changed from the trainer's defaults."""
-    parts = ["bf16" if dev != "cpu" and not a.no_bf16 else "fp32"]
-    parts += ["compile"] if a.compile else []
-    parts += ["NCHW"] if a.no_channels_last and dev != "cpu" else []
-    parts += [f"{a.group_norm} GroupNorm"] if a.group_norm != "native" else []
-    parts += a.inductor
-    return " + ".join(parts[:2]) + "".join(", " + p for p in parts[2:])
+    base = ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "")
+    extras = (["NCHW"] if a.no_channels_last and dev != "cpu" else []) + (
+        [f"{a.group_norm} GroupNorm"] if a.group_norm != "native" else []) + a.inductor
+    return ", ".join([base] + extras)
 
 
 def training_run(a: argparse.Namespace):

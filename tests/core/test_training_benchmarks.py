@@ -1,0 +1,54 @@
+"""Smoke tests of the training benchmarks (benchmarks/throughput.py, profile_step.py) on the CPU."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # profile_step imports throughput as a sibling
+    import profile_step
+    import throughput
+
+    from alignlearn.trainer import INDUCTOR_OPTIONS
+
+    saved = dict(INDUCTOR_OPTIONS)
+    yield throughput, profile_step
+    INDUCTOR_OPTIONS.clear()
+    INDUCTOR_OPTIONS.update(saved)  # --inductor edits the trainer's settings for the process
+    for name in ("profile_step", "throughput"):
+        sys.modules.pop(name, None)
+
+
+def test_inductor_options_parse_booleans_and_numbers(benchmarks):
+    throughput, _ = benchmarks
+    assert throughput.inductor_options(["triton.cudagraphs=true", "fallback_random=False", "n=3", "m=-2", "s=x"]) == {
+        "triton.cudagraphs": True, "fallback_random": False, "n": 3, "m": -2, "s": "x"}
+    with pytest.raises(SystemExit):
+        throughput.inductor_options(["no-equals-sign"])
+
+
+def test_throughput_row_names_the_variant(benchmarks, tmp_path):
+    throughput, _ = benchmarks
+    results = tmp_path / "RESULTS.md"
+    throughput.main(["--data", "digits", "--preset", "tiny", "--batch-size", "8", "--steps", "4", "--log-every", "2",
+                     "--group-norm", "per-channel", "--device", "cpu", "--results", str(results)])
+    row = [line for line in results.read_text().splitlines() if line.startswith("| 20")][0].split(" | ")
+    assert row[6] == "fp32, per-channel GroupNorm" and float(row[7].replace(",", "")) > 0
+
+
+def test_profile_reports_per_step_times(benchmarks, tmp_path, capsys):
+    _, profile_step = benchmarks
+    out = tmp_path / "profile.txt"
+    profile_step.main(["--data", "digits", "--preset", "tiny", "--batch-size", "8", "--steps", "2", "--warmup-steps", "1",
+                       "--device", "cpu", "--out", str(out)])
+    head = out.read_text().splitlines()[0]
+    assert "per step at batch 8" in head and "CPU ops" in head
+    wall = float(head.split("wall ")[1].split(" ms")[0])
+    busy = float(head.split("(self time) ")[1].split(" ms")[0])
+    assert wall > 0 and busy > 0
+    assert "aten::convolution" in out.read_text()  # the tiny UNet's convolutions are in the table
