@@ -1,6 +1,6 @@
 """Where one training step's device time goes: torch.profiler over a short `alignlearn train` run.
 
-    python benchmarks/profile_step.py --data mnist-5k --preset mnist --batch-size 512 --steps 30 --device cuda
+    python benchmarks/profile_step.py --data mnist-5k --preset mnist --batch-size 512 --steps 10 --device cuda --compile
 
 Prints the device time per step, how much of the step the device sits idle (host-bound steps),
 a split by kind (inductor's kernels, convolution, matrix product, ATen copies, optimizer, ...)
