@@ -19,16 +19,16 @@ import torch
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
 from alignlearn.trainer import INDUCTOR_OPTIONS, compile_for_training
-from throughput import inductor_options
+from throughput import add_inductor_option, apply_inductor_options
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE")
+    add_inductor_option(p)
     a = p.parse_args(argv)
-    INDUCTOR_OPTIONS.update(inductor_options(a.inductor))
+    apply_inductor_options(a.inductor)
     dev = torch.device(a.device)
     # full fp32 arithmetic: TF32 convolutions (cuDNN's default) round each pass differently by ~1e-3
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False

@@ -55,6 +55,10 @@ def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) ->
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
     p.add_argument("--group-norm", default="native", help="native | per-channel (alignlearn/networks/norm.py)")
+    add_inductor_option(p)
+
+
+def add_inductor_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="an inductor setting for the compiled passes, on top of the trainer's (repeatable)")
 
@@ -71,6 +75,11 @@ def inductor_options(pairs: list[str]) -> dict:
     return out
 
 
+def apply_inductor_options(pairs: list[str]) -> None:
+    """Add --inductor's settings to the trainer's, for every pass this process compiles from now on."""
+    INDUCTOR_OPTIONS.update(inductor_options(pairs))
+
+
 def variant(a: argparse.Namespace, dev: str) -> str:
     """The precision column: what this run changed from the trainer's defaults."""
     base = ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "")
@@ -81,7 +90,7 @@ def variant(a: argparse.Namespace, dev: str) -> str:
 
 def training_run(a: argparse.Namespace):
     """(run config, train split, test split) for those options: no checkpoints or previews in the timed loop."""
-    INDUCTOR_OPTIONS.update(inductor_options(a.inductor))
+    apply_inductor_options(a.inductor)
     train_set, test_set = load_data(a.data, a.data_dir)
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
                      channels_last=not a.no_channels_last, group_norm=a.group_norm, log_every=a.log_every,

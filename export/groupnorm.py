@@ -19,7 +19,9 @@ from alignlearn.networks.norm import replace_group_norms
 
 
 class TwoLevelGroupNorm(nn.Module):
-    """nn.GroupNorm's function, computed from per-channel statistics; holds the original's parameters."""
+    """nn.GroupNorm's function, computed from per-channel statistics; holds the original's parameters.
+    Training's ChannelStatsGroupNorm (alignlearn/networks/norm.py) combines the same statistics but forms
+    the output as x * scale + shift, which loses here what the centred values keep."""
 
     def __init__(self, gn: nn.GroupNorm):
         super().__init__()

@@ -7,6 +7,9 @@ pixels instead (neighbouring channels are neighbouring addresses, so neighbourin
 one row together) and then combining each group's C/G channel means and variances (the parallel
 variance formula, Chan et al. 1979) gives the same function from contiguous reads. The parameters
 and state-dict keys are nn.GroupNorm's: checkpoints and exports do not see the difference.
+The export's TwoLevelGroupNorm (export/groupnorm.py) combines the same statistics but is written for
+ONNX Runtime's accuracy (centred values reused for the output); this one for one read of the input
+(torch.var_mean) and one fused output pass in training.
 """
 
 from __future__ import annotations
