@@ -3,8 +3,9 @@
     python benchmarks/profile_step.py --data mnist-5k --preset mnist --batch-size 512 --steps 10 --device cuda --compile
 
 Prints the device time per step, how much of the step the device sits idle (host-bound steps),
-a split by kind (inductor's kernels, convolution, matrix product, ATen copies, optimizer, ...)
-and the kernels with the most time per step; writes the full table to --out.
+a split by kind (inductor's kernels, convolution, matrix product, ATen copies, optimizer, ...),
+the kernels with the most time per step, and where the kernels outside inductor's and cuDNN's
+come from (the op that launched each, its parents and input shapes); writes the full tables to --out.
 A short unprofiled run comes first (--warmup-steps), so compilation and cuDNN's algorithm
 search are outside the profiled window.
 """
@@ -14,14 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alignlearn.trainer import train
+from alignlearn.trainer import read_metrics, train
 from throughput import add_training_args, training_run
 
 # First match wins: inductor's generated kernels, then kernel-name fragments of cuDNN, cuBLAS, ATen and the optimizers.
@@ -43,6 +43,47 @@ def kind_of(name: str) -> str:
     return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "other")
 
 
+# Kinds whose kernels are traced to the ops that launched them: the work that neither inductor nor cuDNN does.
+UNFUSED = ("copies (ATen)", "dropout (ATen)", "normalisation (ATen)", "elementwise (ATen)", "other")
+
+
+def _ancestry(e, depth: int) -> list[str]:
+    """The names of `e` and its parents, innermost first."""
+    names = []
+    while e is not None and len(names) < depth:
+        names.append(e.name)
+        e = e.cpu_parent
+    return names
+
+
+def launch_sites(prof, cuda: bool, depth: int = 3) -> dict[str, tuple[float, int]]:
+    """{'kernel <- op [input shapes] <- parent <- ...': (us, calls)} for the kernels of UNFUSED kinds.
+
+    A kernel is attributed to the innermost op that launched it (on the CPU the op is the kernel),
+    shown with its first two input shapes (the profiler's record_shapes) and `depth` parents.
+    """
+    out: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        launched = [(k.name, k.duration) for k in e.kernels] if cuda else [(e.name, e.self_cpu_time_total)]
+        for name, us in launched:
+            if us <= 0 or kind_of(name) not in UNFUSED:
+                continue
+            shapes = [list(s) for s in (e.input_shapes or []) if s][:2]
+            op = f"{e.name} {shapes}" if shapes else e.name
+            site = " <- ".join(([name[:80]] if cuda else []) + [op] + _ancestry(e.cpu_parent, depth))
+            out[site][0] += us
+            out[site][1] += 1
+    return {k: (t, n) for k, (t, n) in out.items()}
+
+
+def per_step_difference(long: dict, short: dict, steps: int) -> dict[str, tuple[float, float]]:
+    """(time, calls) per step of the `steps` steps by which the long run exceeds the short one."""
+    diff = {k: ((t - short.get(k, (0, 0))[0]) / steps, (n - short.get(k, (0, 0))[1]) / steps) for k, (t, n) in long.items()}
+    return {k: v for k, v in diff.items() if v[0] > 0}
+
+
 def kernel_times(prof, cuda: bool) -> dict[str, tuple[float, int]]:
     """{name: (self time in us, calls)} of device kernels (CUDA) or of CPU ops (CPU runs)."""
     out = {}
@@ -56,20 +97,23 @@ def kernel_times(prof, cuda: bool) -> dict[str, tuple[float, int]]:
 
 
 def profiled_run(cfg, steps, data, activities, cuda):
-    """(kernel times, wall seconds) of one train() of `steps` steps under the profiler."""
-    run = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
-    with tempfile.TemporaryDirectory() as tmp, profile(activities=activities) as prof:
-        t0 = time.perf_counter()
-        train(run, Path(tmp) / "run", show_progress=False, data=data)
+    """(kernel times, launch sites, seconds per step) of one train() of `steps` steps under the profiler.
+
+    The trainer logs every `steps // 2` steps, so the seconds per step are timed on the run's second
+    half alone, without its set-up (the difference of two whole runs is at the mercy of host noise).
+    """
+    train_cfg = dataclasses.replace(cfg.train, steps=steps, log_every=max(1, steps // 2))
+    with tempfile.TemporaryDirectory() as tmp, profile(activities=activities, record_shapes=True) as prof:
+        train(dataclasses.replace(cfg, train=train_cfg), Path(tmp) / "run", show_progress=False, data=data)
         if cuda:
             torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
-    return kernel_times(prof, cuda), wall
+        last = read_metrics(Path(tmp) / "run")[-1]
+    return kernel_times(prof, cuda), launch_sites(prof, cuda), cfg.train.batch_size / last["img_per_s"]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(p, steps=10, log_every=10**9)  # one host sync, at the end
+    add_training_args(p, steps=10, log_every=10**9)  # profiled_run sets its own: one host sync mid-run, one at the end
     p.add_argument("--warmup-steps", type=int, default=3,
                    help="an unprofiled run first, so compilation and cuDNN's algorithm search stay out of the window")
     p.add_argument("--top", type=int, default=20)
@@ -84,26 +128,28 @@ def main(argv=None):
         profiled_run(cfg, a.warmup_steps, data, [ProfilerActivity.CPU], False)
     # Two runs, of S and 2S steps: their difference is S steps alone, without the set-up, the final
     # checkpoint and the preview that each run does once.
-    short, wall_short = profiled_run(cfg, a.steps, data, activities, cuda)
-    long, wall_long = profiled_run(cfg, 2 * a.steps, data, activities, cuda)
-    per_step = {k: ((t - short.get(k, (0, 0))[0]) / a.steps, (n - short.get(k, (0, 0))[1]) / a.steps)
-                for k, (t, n) in long.items()}
-    per_step = {k: v for k, v in per_step.items() if v[0] > 0}
+    short, short_sites, _ = profiled_run(cfg, a.steps, data, activities, cuda)
+    long, long_sites, step_s = profiled_run(cfg, 2 * a.steps, data, activities, cuda)
+    per_step = per_step_difference(long, short, a.steps)
+    sites = per_step_difference(long_sites, short_sites, a.steps)
     busy = sum(t for t, _ in per_step.values())
-    wall = (wall_long - wall_short) / a.steps * 1e6
+    wall = step_s * 1e6
     by_kind: dict[str, float] = defaultdict(float)
     for k, (t, _) in per_step.items():
         by_kind[kind_of(k)] += t
     what = "device kernels" if cuda else "CPU ops (self time)"
-    lines = [f"per step at batch {a.batch_size} (difference of {2 * a.steps}- and {a.steps}-step profiled runs): "
-             f"wall {wall / 1e3:.1f} ms, {what} {busy / 1e3:.1f} ms" + (f", device idle {100 * max(0.0, 1 - busy / wall):.0f}%"
+    lines = [f"per step at batch {a.batch_size} (kernels: difference of {2 * a.steps}- and {a.steps}-step profiled runs; "
+             f"wall: the last {a.steps} steps): wall {wall / 1e3:.1f} ms, {what} {busy / 1e3:.1f} ms" + (f", device idle {100 * max(0.0, 1 - busy / wall):.0f}%"
                                                                    if cuda else "")]
     lines += [f"  {kind:22s} {t / 1e3:7.2f} ms {100 * t / busy:5.1f}%" for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1])]
     rows = sorted(per_step.items(), key=lambda kv: -kv[1][0])
     table = [f"{'us/step':>9s} {'calls/step':>10s}  kernel"] + [f"{t:9.1f} {n:10.1f}  {k[:150]}" for k, (t, n) in rows]
-    print("\n".join(lines + table[: a.top + 1]))
+    origin = [f"launch sites of the kernels neither inductor nor cuDNN wrote ({', '.join(UNFUSED)}):",
+              f"{'us/step':>9s} {'calls/step':>10s}  kernel <- op [input shapes] <- parents"]
+    origin += [f"{t:9.1f} {n:10.1f}  {k[:300]}" for k, (t, n) in sorted(sites.items(), key=lambda kv: -kv[1][0])]
+    print("\n".join(lines + table[: a.top + 1] + origin[: a.top + 2]))
     if a.out:
-        Path(a.out).write_text("\n".join(lines + table) + "\n")
+        Path(a.out).write_text("\n".join(lines + table + origin) + "\n")
 
 
 if __name__ == "__main__":

@@ -51,4 +51,10 @@ def test_profile_reports_per_step_times(benchmarks, tmp_path, capsys):
     wall = float(head.split("wall ")[1].split(" ms")[0])
     busy = float(head.split("(self time) ")[1].split(" ms")[0])
     assert wall > 0 and busy > 0
-    assert "aten::convolution" in out.read_text()  # the tiny UNet's convolutions are in the table
+    text = out.read_text()
+    assert "aten::convolution" in text  # the tiny UNet's convolutions are in the table
+    # Unfused work is traced to the ops that launched it, with input shapes: the step's optimizer and
+    # its backward pass are among them.
+    sites = text.split("launch sites")[1].splitlines()[2:]
+    assert any("<- Optimizer.step#Adam.step" in s for s in sites)
+    assert any("autograd::engine::evaluate_function" in s and "[[8, " in s for s in sites)
