@@ -2,7 +2,9 @@
 
 torch.optim.swa_utils.AveragedModel reads its device-side counter on every update
 (`bool(self.n_averaged == 0)`), a host sync per training step; this keeps the
-schedule on the host and does one fused `_foreach_lerp_`.
+schedule on the host and does one fused `_foreach_lerp_`. The tensor lists are gathered once per
+source model: walking the module tree costs ~0.4 ms of host time per list for the mnist preset
+(measured on the CPU), several per step in a host-bound compiled loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class EMA(nn.Module):
         super().__init__()
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup = float(decay), warmup
+        # (source model, this copy's tensors, the source's tensors). The source's are the Parameter
+        # objects themselves, so in-place updates and `param.data = ...` (module.to) are both seen.
+        self._lists: tuple | None = None
 
     @staticmethod
     def _tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -34,7 +39,10 @@ class EMA(nn.Module):
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         decay = ema_decay_at(step, self.decay) if self.warmup else self.decay
-        torch._foreach_lerp_(self._tensors(self.module), [t.detach() for t in self._tensors(model)], 1.0 - decay)
+        if self._lists is None or self._lists[0] is not model:
+            self._lists = (model, self._tensors(self.module), self._tensors(model))
+        _, mine, theirs = self._lists
+        torch._foreach_lerp_(mine, theirs, 1.0 - decay)
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
