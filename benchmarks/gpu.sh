@@ -130,19 +130,22 @@ fi
 
 if [ "$STAGE" = train ]; then
   # Issue 2: the compiled training step of the mnist preset, side by side. The last H100 session
-  # (RESULTS.md) found the compiled step host-bound (the GPU idle between kernels), so the variants are
-  # CUDA graphs (inductor's cudagraph trees): A the trainer's default, CG with CUDA graphs, CGG CUDA graphs
-  # with per-channel GroupNorm statistics, A2 the default at twice the batch; A again last, for the
-  # run-to-run spread. Their graphs are compiled at once in a warm-up wave (the inductor cache then
-  # serves the timed runs one at a time). Then a profile of A (device time and idle share per step) and
-  # whether the online and target passes still share their dropout mask under CUDA graphs.
+  # (RESULTS.md) found the compiled step host-bound (the GPU idle between kernels), so the variants cut
+  # the host's work per kernel: A the trainer's default, CG with CUDA graphs (inductor's cudagraph trees),
+  # CW with inductor's C++ wrapper (kernels launched from C++, not Python), CGG CUDA graphs with
+  # per-channel GroupNorm statistics, A2 the default at twice the batch; A again last, for the run-to-run
+  # spread. Their graphs are compiled at once in a warm-up wave (the inductor cache then serves the
+  # timed runs one at a time). Then a profile of A (device time and idle share per step, and which ops
+  # launch the ATen copies) and whether the online and target passes still share their dropout mask
+  # under CUDA graphs.
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   CG="--inductor triton.cudagraphs=true"
-  declare -A V=([A]="" [CG]="$CG" [CGG]="$CG --group-norm per-channel" [A2]="" [Arepeat]="")
+  declare -A V=([A]="" [CG]="$CG" [CW]="--inductor cpp_wrapper=true" [CGG]="$CG --group-norm per-channel" [A2]=""
+                [Arepeat]="")
   declare -A BS=([A2]=$((2 * BATCH)))
   warm() {  # warm KEY...: compile the variants' graphs concurrently (3 steps each), logs in $WORK/warm_KEY.log
     local k pids=()
@@ -159,8 +162,8 @@ if [ "$STAGE" = train ]; then
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
-  step warm warm A CG CGG A2
-  for k in A CG CGG A2 Arepeat; do timed $k; done
+  step warm warm A CG CW CGG A2
+  for k in A CG CW CGG A2 Arepeat; do timed $k; done
   step profile-A $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 10 \
     --device "$DEVICE" --compile --top 30 --out "$WORK/profile_compiled_A.txt"
   step masks $PY benchmarks/dropout_masks.py --device "$DEVICE" $CG | tee "$WORK/masks.txt"
