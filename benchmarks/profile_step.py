@@ -2,7 +2,9 @@
 
     python benchmarks/profile_step.py --data mnist-5k --preset mnist --batch-size 512 --steps 10 --device cuda --compile
 
-Prints the device time per step, how much of the step the device sits idle (host-bound steps),
+Prints the device time per step, how much of the step the device sits idle (host-bound steps; the
+wall time is taken under the profiler, whose shape recording adds host time, so the idle share is an
+upper bound: compare with throughput.py's unprofiled img/s),
 a split by kind (inductor's kernels, convolution, matrix product, ATen copies, optimizer, ...),
 the kernels with the most time per step, and where the kernels outside inductor's and cuDNN's
 come from (the op that launched each, its parents and input shapes); writes the full tables to --out.
@@ -139,7 +141,7 @@ def main(argv=None):
         by_kind[kind_of(k)] += t
     what = "device kernels" if cuda else "CPU ops (self time)"
     lines = [f"per step at batch {a.batch_size} (kernels: difference of {2 * a.steps}- and {a.steps}-step profiled runs; "
-             f"wall: the last {a.steps} steps): wall {wall / 1e3:.1f} ms, {what} {busy / 1e3:.1f} ms" + (f", device idle {100 * max(0.0, 1 - busy / wall):.0f}%"
+             f"wall: the last {a.steps} steps, under the profiler): wall {wall / 1e3:.1f} ms, {what} {busy / 1e3:.1f} ms" + (f", device idle {100 * max(0.0, 1 - busy / wall):.0f}%"
                                                                    if cuda else "")]
     lines += [f"  {kind:22s} {t / 1e3:7.2f} ms {100 * t / busy:5.1f}%" for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1])]
     rows = sorted(per_step.items(), key=lambda kv: -kv[1][0])
