@@ -98,19 +98,22 @@ def kernel_times(prof, cuda: bool) -> dict[str, tuple[float, int]]:
     return out
 
 
-def profiled_run(cfg, steps, data, activities, cuda):
-    """(kernel times, launch sites, seconds per step) of one train() of `steps` steps under the profiler.
-
-    The trainer logs every `steps // 2` steps, so the seconds per step are timed on the run's second
-    half alone, without its set-up (the difference of two whole runs is at the mercy of host noise).
-    """
+def timed_run(cfg, steps, data) -> float:
+    """Seconds per step of one train() of `steps` steps, timed by the trainer on the run's second half
+    alone, without its set-up (a difference of two whole runs is at the mercy of host noise)."""
     train_cfg = dataclasses.replace(cfg.train, steps=steps, log_every=max(1, steps // 2))
-    with tempfile.TemporaryDirectory() as tmp, profile(activities=activities, record_shapes=True) as prof:
+    with tempfile.TemporaryDirectory() as tmp:
         train(dataclasses.replace(cfg, train=train_cfg), Path(tmp) / "run", show_progress=False, data=data)
+        return cfg.train.batch_size / read_metrics(Path(tmp) / "run")[-1]["img_per_s"]
+
+
+def profiled_run(cfg, steps, data, activities, cuda):
+    """(kernel times, launch sites, seconds per step) of timed_run under the profiler."""
+    with profile(activities=activities, record_shapes=True) as prof:
+        step_s = timed_run(cfg, steps, data)
         if cuda:
             torch.cuda.synchronize()
-        last = read_metrics(Path(tmp) / "run")[-1]
-    return kernel_times(prof, cuda), launch_sites(prof, cuda), cfg.train.batch_size / last["img_per_s"]
+    return kernel_times(prof, cuda), launch_sites(prof, cuda), step_s
 
 
 def main(argv=None):
@@ -127,7 +130,7 @@ def main(argv=None):
     cuda = torch.cuda.is_available() and a.device in ("auto", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     if a.warmup_steps > 0:  # same process: the compiled graphs and cuDNN's chosen algorithms are reused
-        profiled_run(cfg, a.warmup_steps, data, [ProfilerActivity.CPU], False)
+        timed_run(cfg, a.warmup_steps, data)
     # Two runs, of S and 2S steps: their difference is S steps alone, without the set-up, the final
     # checkpoint and the preview that each run does once.
     short, short_sites, _ = profiled_run(cfg, a.steps, data, activities, cuda)
@@ -140,9 +143,9 @@ def main(argv=None):
     for k, (t, _) in per_step.items():
         by_kind[kind_of(k)] += t
     what = "device kernels" if cuda else "CPU ops (self time)"
+    idle = f", device idle {100 * max(0.0, 1 - busy / wall):.0f}%" if cuda else ""
     lines = [f"per step at batch {a.batch_size} (kernels: difference of {2 * a.steps}- and {a.steps}-step profiled runs; "
-             f"wall: the last {a.steps} steps, under the profiler): wall {wall / 1e3:.1f} ms, {what} {busy / 1e3:.1f} ms" + (f", device idle {100 * max(0.0, 1 - busy / wall):.0f}%"
-                                                                   if cuda else "")]
+             f"wall: the last {a.steps} steps, under the profiler): wall {wall / 1e3:.1f} ms, {what} {busy / 1e3:.1f} ms{idle}"]
     lines += [f"  {kind:22s} {t / 1e3:7.2f} ms {100 * t / busy:5.1f}%" for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1])]
     rows = sorted(per_step.items(), key=lambda kv: -kv[1][0])
     table = [f"{'us/step':>9s} {'calls/step':>10s}  kernel"] + [f"{t:9.1f} {n:10.1f}  {k[:150]}" for k, (t, n) in rows]
