@@ -7,7 +7,7 @@ wall time is taken under the profiler, whose shape recording adds host time, so 
 upper bound: compare with throughput.py's unprofiled img/s),
 a split by kind (inductor's kernels, convolution, matrix product, ATen copies, optimizer, ...),
 the kernels with the most time per step, and where the kernels outside inductor's and cuDNN's
-come from (the op that launched each, its parents and input shapes); writes the full tables to --out.
+come from (the op that launched each, its parents, input shapes and strides); writes the full tables to --out.
 A short unprofiled run comes first (--warmup-steps), so compilation and cuDNN's algorithm
 search are outside the profiled window.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -58,11 +59,23 @@ def _ancestry(e, depth: int) -> list[str]:
     return names
 
 
-def launch_sites(prof, cuda: bool, depth: int = 3) -> dict[str, tuple[float, int]]:
-    """{'kernel <- op [input shapes] <- parent <- ...': (us, calls)} for the kernels of UNFUSED kinds.
+def input_strides(prof) -> dict[int, list]:
+    """{op id: its inputs' strides}, from the profiler's Chrome trace ("Input Strides", recorded with
+    record_shapes), whose "External id" is the op's id: torch 2.11's events carry shapes, not strides."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text()).get("traceEvents", [])
+    return {e["args"]["External id"]: e["args"]["Input Strides"] for e in events
+            if e.get("cat") == "cpu_op" and "External id" in e.get("args", {}) and "Input Strides" in e["args"]}
+
+
+def launch_sites(prof, cuda: bool, depth: int = 3, strides: dict | None = None) -> dict[str, tuple[float, int]]:
+    """{'kernel <- op [input shapes] strides [...] <- parent <- ...': (us, calls)} for the kernels of UNFUSED kinds.
 
     A kernel is attributed to the innermost op that launched it (on the CPU the op is the kernel),
-    shown with its first two input shapes (the profiler's record_shapes) and `depth` parents.
+    shown with its first two input shapes (the profiler's record_shapes), their strides where
+    `strides` ({op id: strides}) has them (a copy's say which layout it converts), and `depth` parents.
     """
     out: dict[str, list] = defaultdict(lambda: [0.0, 0])
     for e in prof.events():
@@ -74,6 +87,8 @@ def launch_sites(prof, cuda: bool, depth: int = 3) -> dict[str, tuple[float, int
                 continue
             shapes = [list(s) for s in (e.input_shapes or []) if s][:2]
             op = f"{e.name} {shapes}" if shapes else e.name
+            st = [s for s in (strides or {}).get(e.id, []) if s][:2]
+            op += f" strides {st}" if st else ""
             site = " <- ".join(([name[:80]] if cuda else []) + [op] + _ancestry(e.cpu_parent, depth))
             out[site][0] += us
             out[site][1] += 1
@@ -113,7 +128,7 @@ def profiled_run(cfg, steps, data, activities, cuda):
         step_s = timed_run(cfg, steps, data)
         if cuda:
             torch.cuda.synchronize()
-    return kernel_times(prof, cuda), launch_sites(prof, cuda), step_s
+    return kernel_times(prof, cuda), launch_sites(prof, cuda, strides=input_strides(prof)), step_s
 
 
 def main(argv=None):

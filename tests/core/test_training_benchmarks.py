@@ -58,3 +58,33 @@ def test_profile_reports_per_step_times(benchmarks, tmp_path, capsys):
     sites = text.split("launch sites")[1].splitlines()[2:]
     assert any("<- Optimizer.step#Adam.step" in s for s in sites)
     assert any("autograd::engine::evaluate_function" in s and "[[8, " in s for s in sites)
+    assert any(" strides [[" in s for s in sites)
+
+
+def test_launch_sites_name_the_layout_a_copy_converts(benchmarks):
+    """A channels-last tensor made contiguous: its copy is traced with the source and target strides."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    _, profile_step = benchmarks
+    x = torch.randn(8, 16, 4, 4).contiguous(memory_format=torch.channels_last)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        x.contiguous()
+    sites = profile_step.launch_sites(prof, cuda=False, strides=profile_step.input_strides(prof))
+    copy = [k for k in sites if k.startswith("aten::copy_")]
+    assert copy and "strides [[256, 16, 4, 1], [256, 1, 64, 16]]" in copy[0] and "<- aten::clone" in copy[0]
+
+
+def test_layout_decision_reports_each_graph(benchmarks, capsys):
+    """Forced on, every compiled graph of the tiny preset takes channels-last buffers; the decoder's
+    convolutions after the skip concatenation (32 + 32 -> 32 and 32 + 16 -> 16 channels) are named."""
+    import layout_decision
+
+    try:
+        layout_decision.main(["--preset", "tiny", "--image-size", "16", "--inductor", "force_layout_optimization=true"])
+    finally:
+        sys.modules.pop("layout_decision", None)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["training", "backward", "no-grad"]
+    assert all(" ON " in line for line in lines)
+    assert "(32, 64, 3, 3)" in lines[0] and "(16, 48, 3, 3)" in lines[0] and "(16, 32, 3, 3)" in lines[0]
