@@ -129,31 +129,37 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
 fi
 
 if [ "$STAGE" = train ]; then
-  # Issue 2: the compiled training step of the mnist preset, side by side. The last H100 session
-  # (RESULTS.md) found the compiled step host-bound (the GPU idle between kernels), so the variants cut
-  # the host's work per kernel: A the trainer's default, CG with CUDA graphs (inductor's cudagraph trees),
-  # CW with inductor's C++ wrapper (kernels launched from C++, not Python), CGG CUDA graphs with
-  # per-channel GroupNorm statistics, A2 the default at twice the batch; A again last, for the run-to-run
-  # spread. Their graphs (all but CW's) are compiled at once in a warm-up wave (the inductor cache then
-  # serves the timed runs one at a time). Then a profile of A (device time and idle share per step, and
-  # which ops launch the ATen copies) and whether the online and target passes still share their dropout
-  # mask under CUDA graphs. CW comes last and compiles in its own run (its C++ takes longer; the median
-  # skips the first logging interval), so a command cut at its limit loses only CW.
+  # Issue 2: the compiled training step of the mnist preset, side by side. Session 5 (H100) found the
+  # compiled step host-bound (the GPU idle between kernels) and, in its profile, 74 ATen copies per step
+  # (7.3 ms) launched inside convolution_backward. Session 7 found on the CPU that inductor's
+  # heuristic turns its channels-last layout optimisation off for the training graphs (the UNet's decoder
+  # convolutions have in >= 2 x out channels) and on for the no-grad target pass. Variants: A the
+  # trainer's default; LO with force_layout_optimization (channels-last buffers in the training graphs
+  # too); CG with CUDA graphs (inductor's cudagraph trees: one launch per graph); LOCG both; LOCG2 both at
+  # twice the batch; A again last, for the run-to-run spread. Their graphs are compiled at once in a
+  # warm-up wave (the inductor cache then serves the timed runs one at a time); A's and LO's warm-up logs
+  # keep inductor's generated code (TORCH_LOGS=output_code: each convolution_backward's argument strides,
+  # read offline). Then profiles of LO and A (device time, idle share, and the launch sites of the ATen
+  # copies with their strides), whether the online and target passes share their dropout mask (LOCG, A),
+  # LOCGG (LOCG with per-channel GroupNorm statistics: contiguous reads in channels-last memory), and
+  # CW (inductor's C++ wrapper) last, compiling in its own run, so a command cut at its limit loses only CW.
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   CG="--inductor triton.cudagraphs=true"
-  declare -A V=([A]="" [CG]="$CG" [CW]="--inductor cpp_wrapper=true" [CGG]="$CG --group-norm per-channel" [A2]=""
-                [Arepeat]="")
-  declare -A BS=([A2]=$((2 * BATCH)))
+  LO="--inductor force_layout_optimization=true"
+  declare -A V=([A]="" [LO]="$LO" [CG]="$CG" [LOCG]="$LO $CG" [LOCG2]="$LO $CG" [Arepeat]=""
+                [LOCGG]="$LO $CG --group-norm per-channel" [CW]="--inductor cpp_wrapper=true")
+  declare -A BS=([LOCG2]=$((2 * BATCH)))
+  declare -A LOGS=([A]=output_code [LO]=output_code)  # an empty TORCH_LOGS is an error: set only where wanted
   warm() {  # warm KEY...: compile the variants' graphs concurrently (3 steps each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
       read -r -a args <<< "${V[$k]}"
-      $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 3 --log-every 1 --results "$WORK/warm.md" \
-        > "$WORK/warm_$k.log" 2>&1 &
+      env ${LOGS[$k]:+TORCH_LOGS=${LOGS[$k]}} $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 3 --log-every 1 \
+        --results "$WORK/warm.md" > "$WORK/warm_$k.log" 2>&1 &
       pids+=($!)
     done
     wait "${pids[@]}"  # these alone: a bare wait would also wait for the log's tee
@@ -163,11 +169,19 @@ if [ "$STAGE" = train ]; then
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
-  step warm warm A CG CGG A2
-  for k in A CG CGG A2 Arepeat; do timed $k; done
-  step profile-A $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 10 \
-    --device "$DEVICE" --compile --top 30 --out "$WORK/profile_compiled_A.txt"
-  step masks $PY benchmarks/dropout_masks.py --device "$DEVICE" $CG | tee "$WORK/masks.txt"
+  profile() {  # profile KEY: the variant's profile (no CUDA graphs: their kernels have no launching op)
+    read -r -a args <<< "${V[$1]}"
+    step "profile-$1" $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
+      --steps 10 --device "$DEVICE" --compile "${args[@]}" --top 30 --out "$WORK/profile_compiled_$1.txt"
+  }
+  step warm warm A LO CG LOCG LOCG2
+  for k in A LO CG LOCG LOCG2 Arepeat; do timed $k; done
+  profile LO
+  # channels-last as in training: inductor's layout heuristic differs between the two passes' graphs
+  step masks-LOCG $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG | tee -a "$WORK/masks.txt"
+  step masks-A $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last | tee -a "$WORK/masks.txt"
+  profile A
+  timed LOCGG
   timed CW
   $PY - "$WORK" <<'PY'
 import json, sys
