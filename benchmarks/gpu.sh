@@ -186,10 +186,11 @@ if [ "$STAGE" = train ]; then
   $PY - "$WORK" <<'PY'
 import json, sys
 from pathlib import Path
-print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s}")
+print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s} {'CUDA-graph skips':>16s}")
 for f in sorted(Path(sys.argv[1]).glob("train_*.json")):
     r = json.loads(f.read_text())
-    print(f"{f.stem[6:]:8s} {r.get('variant', ''):60s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} {r['first_interval_s']:8.1f}")
+    print(f"{f.stem[6:]:8s} {r.get('variant', ''):60s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} "
+          f"{r['first_interval_s']:8.1f} {r.get('cudagraph_skips', ''):>16}")
 PY
 fi
 

@@ -41,6 +41,14 @@ def step_flops(cfg, shape, device) -> int:
     return fc.get_total_flops()
 
 
+def cudagraph_skips() -> int:
+    """How many times inductor has run a compiled graph without the CUDA graphs asked for, in this process
+    (its own counter: on the CPU every such graph, on a GPU a graph with a CPU input, a mutation, ...)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
 def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) -> None:
     """The options that pick what one benchmark training run trains (shared with profile_step.py)."""
     p.add_argument("--objective", default="ct-inversion")
@@ -110,10 +118,12 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     cfg, train_set, test_set = training_run(a)
+    skips = cudagraph_skips()
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, Path(tmp) / "run", show_progress=False, data=(train_set, test_set))
         rows = read_metrics(Path(tmp) / "run")
     img_s = steady_img_per_s(rows, result.img_per_s)
+    skips = cudagraph_skips() - skips
     dev = "cuda" if (a.device == "auto" and torch.cuda.is_available()) else a.device
     dev = "cpu" if dev == "auto" else dev
     flops = step_flops(cfg, train_set.shape, dev)
@@ -130,6 +140,8 @@ def main(argv=None):
     if a.json:
         Path(a.json).write_text(json.dumps({"img_per_s": img_s, "tflops": tflops, "step_flops": flops, "batch_size": a.batch_size,
                                             "compile": a.compile, "device": device_name(dev), "variant": variant(a, dev),
+                                            # graphs inductor ran without the CUDA graphs asked for (then the row is not CG's)
+                                            "cudagraph_skips": skips,
                                             "first_interval_s": a.batch_size * rows[0]["step"] / rows[0]["img_per_s"],
                                             "steady_interval_s": a.batch_size * rows[0]["step"] / img_s}) + "\n")
 

@@ -1,5 +1,6 @@
 """Smoke tests of the training benchmarks (benchmarks/throughput.py, profile_step.py) on the CPU."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,9 +37,12 @@ def test_throughput_row_names_the_variant(benchmarks, tmp_path):
     throughput, _ = benchmarks
     results = tmp_path / "RESULTS.md"
     throughput.main(["--data", "digits", "--preset", "tiny", "--batch-size", "8", "--steps", "4", "--log-every", "2",
-                     "--group-norm", "per-channel", "--device", "cpu", "--results", str(results)])
+                     "--group-norm", "per-channel", "--device", "cpu", "--results", str(results),
+                     "--json", str(tmp_path / "run.json")])
     row = [line for line in results.read_text().splitlines() if line.startswith("| 20")][0].split(" | ")
     assert row[6] == "fp32, per-channel GroupNorm" and float(row[7].replace(",", "")) > 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["img_per_s"] > 0 and record["cudagraph_skips"] == 0  # nothing compiled, nothing skipped
 
 
 def test_profile_reports_per_step_times(benchmarks, tmp_path, capsys):
