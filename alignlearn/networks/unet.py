@@ -39,6 +39,22 @@ def in_autocast_dtype(h: torch.Tensor) -> torch.Tensor:
     return h.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else h
 
 
+def upsample2x(h: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour upsampling by 2 of (N, C, H, W), as a broadcast in h's memory format.
+
+    interpolate's gradient is a scatter-add, which compiled training runs as an atomic fp32 index_put
+    (0.8 + 0.2 ms of each mnist-preset step on an H100, session 5); a broadcast's is a sum over each
+    2x2 block. Exports keep interpolate, whose ONNX Resize is what runtimes optimise.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return nnf.interpolate(h, scale_factor=2.0, mode="nearest")
+    n, c, H, W = h.shape
+    if not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        y = h.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, H, 2, W, 2, c)
+        return y.reshape(n, 2 * H, 2 * W, c).permute(0, 3, 1, 2)  # channels-last in, channels-last out
+    return h[:, :, :, None, :, None].expand(n, c, H, 2, W, 2).reshape(n, c, 2 * H, 2 * W)
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     # EDM's rule (32 groups, at least 4 channels each), kept a divisor of the channel count.
     return nn.GroupNorm(math.gcd(min(32, max(1, channels // 4)), channels), channels, eps=1e-6)
@@ -153,5 +169,5 @@ class UNet(nn.Module):
             for res, attn in zip(level.res, level.attn):
                 h = attn(res(torch.cat([h, hs.pop()], dim=1), emb))
             if i < len(self.upsample):
-                h = self.upsample[i](nnf.interpolate(h, scale_factor=2.0, mode="nearest"))
+                h = self.upsample[i](upsample2x(h))
         return self.conv_out(nnf.silu(self.norm_out(h)))

@@ -1,8 +1,9 @@
+import pytest
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from alignlearn.networks.unet import ResBlock, in_autocast_dtype
+from alignlearn.networks.unet import ResBlock, in_autocast_dtype, upsample2x
 
 
 class FP32Norm(nn.Module):
@@ -68,3 +69,24 @@ def test_dropout_in_bf16_keeps_its_expectation():
     assert abs(kept.float().mean().item() - 0.75) < 0.005
     ratio = (y[kept].float() / h[kept].bfloat16().float())
     assert torch.allclose(ratio, torch.full_like(ratio, 1 / 0.75), rtol=2**-7)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample2x_is_nearest_interpolation(channels_last):
+    """The same values and gradient as interpolate(nearest, 2x), in the input's memory format."""
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = upsample2x(a), nnf.interpolate(b, scale_factor=2.0, mode="nearest")
+    assert torch.equal(ya, yb)
+    assert ya.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    w = torch.randn_like(yb)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_upsample2x_compiles_without_graph_breaks():
+    explained = torch._dynamo.explain(upsample2x)(torch.randn(1, 2, 3, 3).contiguous(memory_format=torch.channels_last))
+    assert explained.graph_break_count == 0

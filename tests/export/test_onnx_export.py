@@ -37,6 +37,9 @@ def test_onnx_file_structure_and_metadata(onnx_files, name):
     assert meta.image_shape == (1, 16, 16) and meta.num_classes == (10 if name == "cond" else 0)
     assert meta.eps == 0.002 and meta.T == 80.0 and meta.sigma_data == 0.5 and meta.alignlearn_version
     assert props["image_shape"] == "1,16,16" and props["channels"] == "1"
+    # the decoder's upsampling exports as one Resize (training uses a broadcast, networks/unet.py)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Resize") == 1
 
 
 def test_fp16_export_is_mixed_precision_and_checked(noiser_runs, tmp_path):
