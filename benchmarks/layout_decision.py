@@ -8,9 +8,10 @@ a heuristic (torch/_inductor/graph.py, GraphLowering.decide_layout_opt): on CUDA
 training forward graph in which any 3x3 convolution has at least twice as many input as output
 channels (a UNet decoder after its skip concatenation) and for every backward graph (it holds
 convolution_backward calls, and only convolution nodes count), while a no-grad graph is judged by a
-FLOP-weighted estimate instead; force_layout_optimization turns it on for all. On the CPU with oneDNN it is always on, so this turns oneDNN off for the run to
-take the CUDA path of the heuristic; it compiles the preset's forward+backward and no-grad forward
-(batch 2, no GPU needed) and prints each graph's decision and the convolutions that tipped it.
+FLOP-weighted estimate instead; force_layout_optimization turns it on for all. On the CPU with
+oneDNN it is always on, so this turns oneDNN off for the run to take the CUDA path of the heuristic;
+it compiles the preset's forward+backward and no-grad forward (batch 2, no GPU needed) and prints
+each graph's decision and the convolutions that tipped it.
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ from alignlearn.trainer import compile_for_training
 from throughput import add_inductor_option, apply_inductor_options
 
 
-def in_ge_2x_out(gm) -> list[tuple[int, ...]]:
-    """Weight shapes of the graph's convolutions that the heuristic counts against channels-last."""
-    shapes = []
-    for n in gm.graph.nodes:
-        if n.target is torch.ops.aten.convolution.default:
-            w = n.args[1].meta["val"]
-            if w.size(0) * 2 <= w.size(1) and w.size(2) > 1:
-                shapes.append(tuple(w.shape))
-    return shapes
+def conv_weights(gm) -> list[torch.Tensor]:
+    """The (fake) weights of the graph's convolution nodes, the nodes the heuristic looks at."""
+    return [n.args[1].meta["val"] for n in gm.graph.nodes if n.target is torch.ops.aten.convolution.default]
+
+
+def in_ge_2x_out(weights: list[torch.Tensor]) -> list[tuple[int, ...]]:
+    """Shapes of the 3x3-or-larger convolution weights that the heuristic counts against channels-last."""
+    return [tuple(w.shape) for w in weights if w.size(0) * 2 <= w.size(1) and w.size(2) > 1]
 
 
 def main(argv=None):
@@ -52,8 +52,8 @@ def main(argv=None):
 
     def recording(gm, *, is_inference):
         on = decide(gm, is_inference=is_inference)
-        convs = sum(n.target is torch.ops.aten.convolution.default for n in gm.graph.nodes)
-        decisions.append((is_inference, on, convs, in_ge_2x_out(gm)))
+        weights = conv_weights(gm)
+        decisions.append((is_inference, on, len(weights), in_ge_2x_out(weights)))
         return on
 
     GraphLowering.decide_layout_opt = staticmethod(recording)

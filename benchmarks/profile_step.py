@@ -165,7 +165,7 @@ def main(argv=None):
     rows = sorted(per_step.items(), key=lambda kv: -kv[1][0])
     table = [f"{'us/step':>9s} {'calls/step':>10s}  kernel"] + [f"{t:9.1f} {n:10.1f}  {k[:150]}" for k, (t, n) in rows]
     origin = [f"launch sites of the kernels neither inductor nor cuDNN wrote ({', '.join(UNFUSED)}):",
-              f"{'us/step':>9s} {'calls/step':>10s}  kernel <- op [input shapes] <- parents"]
+              f"{'us/step':>9s} {'calls/step':>10s}  kernel <- op [input shapes] strides [their strides] <- parents"]
     origin += [f"{t:9.1f} {n:10.1f}  {k[:300]}" for k, (t, n) in sorted(sites.items(), key=lambda kv: -kv[1][0])]
     print("\n".join(lines + table[: a.top + 1] + origin[: a.top + 2]))
     if a.out:
