@@ -92,3 +92,60 @@ def test_layout_decision_reports_each_graph(benchmarks, capsys):
     assert [line.split()[0] for line in lines] == ["training", "backward", "no-grad"]
     assert all(" ON " in line for line in lines)
     assert "(32, 64, 3, 3)" in lines[0] and "(16, 48, 3, 3)" in lines[0] and "(16, 32, 3, 3)" in lines[0]
+
+
+@pytest.fixture
+def traffic_bound(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import traffic_bound
+
+    yield traffic_bound
+    for name in ("traffic_bound", "throughput"):
+        sys.modules.pop(name, None)
+
+
+def _traced(fn, *args):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(fn, tracing_mode="fake")(*args)
+
+
+def test_traffic_floor_counts_a_fused_region_once(traffic_bound):
+    """conv -> (mean-centre, relu, scale): one region, reading the convolution's output once, writing once,
+    and reading it again for the reduction in the two-kernel estimate."""
+    import torch
+
+    def f(x, w):
+        h = torch.ops.aten.convolution(x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+        return (torch.relu(h - h.mean(dim=(2, 3), keepdim=True)) * 2,)
+
+    t = traffic_bound.graph_traffic(_traced(f, torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)))
+    h_bytes = 2 * 4 * 8 * 8 * 4
+    assert t["regions"] == 1 and dict(t["library"]) == {"convolution": 1}
+    assert (t["read"], t["written"], t["reread"], t["random"]) == (h_bytes, h_bytes, h_bytes, 0)
+
+
+def test_traffic_floor_counts_eager_dropout_apart(traffic_bound):
+    """x*2 -> eager dropout -> *3: two regions on either side, and the dropout kernel's own input, output and mask."""
+    import torch
+
+    def f(x):
+        out, mask = torch.ops.aten.native_dropout(x * 2, 0.1, True)
+        return out * 3, mask
+
+    t = traffic_bound.graph_traffic(_traced(f, torch.randn(4, 16)))
+    fp32, mask = 4 * 16 * 4, 4 * 16
+    assert t["regions"] == 2 and not t["library"]
+    assert t["read"] == 2 * fp32 and t["written"] == 2 * fp32 and t["reread"] == 0
+    assert t["random"] == fp32 + fp32 + mask
+
+
+def test_traffic_bound_runs_on_a_preset(traffic_bound):
+    report = traffic_bound.main(["--preset", "tiny", "--image-size", "16", "--batch-size", "64", "--conv-ms", "1.0"])
+    graphs = report["graphs"]
+    assert set(graphs) == {"training forward", "backward", "no-grad forward"}
+    assert all(g["read"] > 0 and g["written"] > 0 for g in graphs.values())
+    assert graphs["backward"]["library"]["convolution_backward"] == graphs["training forward"]["library"]["convolution"]
+    floor, likely = report["floor"], report["+reduction re-reads"]
+    assert 0 < floor["bytes"] < likely["bytes"] and floor["step_ms"] > 1.0
+    assert 0 < likely["peak_fraction"] < floor["peak_fraction"]
