@@ -128,6 +128,25 @@ if [ "$STAGE" = speed ] || [ "$STAGE" = all ]; then
     --compile-mode max-autotune $PK --results "$RES"
 fi
 
+measure_bandwidth() {  # device-memory copy bandwidth, TB/s (read + write), for benchmarks/traffic_bound.py
+  $PY - <<'PY' | tee "$WORK/bandwidth.txt"
+import torch
+if not torch.cuda.is_available():
+    raise SystemExit
+src = torch.empty(2**30, device="cuda", dtype=torch.bfloat16)
+dst = torch.empty_like(src)
+for _ in range(3): dst.copy_(src)
+times = []
+for _ in range(5):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10): dst.copy_(src)
+    end.record(); torch.cuda.synchronize(); times.append(start.elapsed_time(end) / 1e3 / 10)
+times.sort()
+print(f"{2 * src.numel() * src.element_size() / times[2] / 1e12:.2f}")
+PY
+}
+
 if [ "$STAGE" = train ]; then
   # Issue 2: the compiled training step of the mnist preset, side by side. Session 5 (H100) found the
   # compiled step host-bound (the GPU idle between kernels) and, in its profile, 74 ATen copies per step
@@ -145,6 +164,7 @@ if [ "$STAGE" = train ]; then
   # CW (inductor's C++ wrapper) last, compiling in its own run, so a command cut at its limit loses only CW.
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
+  step bandwidth measure_bandwidth
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
