@@ -103,10 +103,11 @@ def demo(
     steps: int = typer.Option(1500, help="Training steps of each of the three models."),
     batch_size: int = typer.Option(128, help="Training batch size."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+    seed: int = typer.Option(0, help="Seed of the three trainings and of the editing probes' re-noising draws."),
 ):
     """Train, export and probe on the embedded digits: the whole toolkit in one command (CPU, ~10 minutes)."""
     from .demo import run_demo
 
     if steps < 1:
         raise UserError("--steps must be at least 1")
-    run_demo(out, steps=steps, batch_size=batch_size, force=force, log=typer.echo)
+    run_demo(out, steps=steps, batch_size=batch_size, force=force, seed=seed, log=typer.echo)

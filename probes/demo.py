@@ -41,7 +41,7 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
 
 
 def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 128, preset: str = "tiny",
-             force: bool = False, quick: bool = False, log=print) -> Path:
+             force: bool = False, quick: bool = False, seed: int = 0, log=print) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} is not empty; pass --force to replace it or choose another --out")
@@ -57,7 +57,7 @@ def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 1
         cfg = make_run_config(
             ObjectiveConfig(objective),
             TrainConfig(steps=steps, batch_size=batch_size, lr=5e-4 if not quick else 1e-3, class_cond=True,
-                        log_every=25, ckpt_every=max(steps, 1), sample_every=max(steps, 1), device="cpu"),
+                        log_every=25, ckpt_every=max(steps, 1), sample_every=max(steps, 1), device="cpu", seed=seed),
             data_name="digits", shape=data[0].shape, num_classes=data[0].num_classes, preset=preset,
         )
         t0 = time.time()
@@ -89,21 +89,21 @@ def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 1
     from .edit import run_edit
 
     run_edit(runs["noiser"], runs["cm"], guidance=[1.0], per_class=1 if quick else 2, judge_epochs=2 if quick else 15,
-             out_dir=out / "edit_cm")
+             out_dir=out / "edit_cm", seed=seed)
     run_edit(runs["noiser"], runs["dm"], guidance=[1.0, 2.0], per_class=1 if quick else 2, judge_epochs=2 if quick else 15,
-             dm_steps=10 if quick else 30, out_dir=out / "edit_dm", grid_guidance=2.0)
+             dm_steps=10 if quick else 30, out_dir=out / "edit_dm", grid_guidance=2.0, seed=seed)
 
     elapsed = time.time() - t_start
-    report = _report(summaries, exported, parity_table, out, elapsed)
+    report = _report(summaries, exported, parity_table, out, elapsed, seed)
     (out / "report.md").write_text(report)
     log(f"done in {elapsed / 60:.1f} min: {out / 'report.md'}")
     return out / "report.md"
 
 
-def _report(summaries, exported, parity_table, out: Path, elapsed: float) -> str:
+def _report(summaries, exported, parity_table, out: Path, elapsed: float, seed: int) -> str:
     lines = ["# alignlearn demo: digits", "",
              f"Everything below was produced by `alignlearn demo` in {elapsed / 60:.1f} minutes on this machine's CPU: "
-             "scikit-learn's 1,797 real 8x8 digits resized to 16x16, 20% held out.", "",
+             f"scikit-learn's 1,797 real 8x8 digits resized to 16x16, 20% held out; seed {seed}.", "",
              "## Training", "", "| model | objective | steps | final loss | img/s | seconds |", "|---|---|---|---|---|---|"]
     for role, s in summaries.items():
         lines.append(f"| {role} | {s['objective']} | {s['steps']} | {s['final_loss']:.4g} | {s['img_per_s']:.0f} | {s['seconds']:.0f} |")

@@ -1,3 +1,5 @@
+import json
+
 from alignlearn.errors import UserError
 from alignlearn.probes.demo import run_demo
 
@@ -5,8 +7,11 @@ import pytest
 
 
 def test_demo_quick_writes_a_complete_report(tmp_path):
-    report = run_demo(tmp_path / "demo", steps=20, quick=True, log=lambda s: None)
+    report = run_demo(tmp_path / "demo", steps=20, quick=True, seed=3, log=lambda s: None)
     text = report.read_text()
+    assert "seed 3." in text
+    for role in ("noiser", "cm", "dm"):
+        assert json.loads((tmp_path / "demo/runs" / role / "config.json").read_text())["train"]["seed"] == 3
     for section in ("## Training", "## Export", "## Reconstruction", "## Linear probes", "## Editing with the consistency model"):
         assert section in text
     for png in ("training_loss.png", "recon/recon_grid.png", "edit_cm/edit_grid.png", "edit_dm/edit_grid.png"):
