@@ -140,6 +140,19 @@ def test_traffic_floor_counts_eager_dropout_apart(traffic_bound):
     assert t["random"] == fp32 + fp32 + mask
 
 
+def test_traffic_floor_counts_inductors_own_random_numbers_as_fused(traffic_bound):
+    """Without fallback_random, dropout's mask is drawn inside inductor's kernel (Philox): no traffic of its own."""
+    import torch
+    import torch._inductor.inductor_prims  # noqa: F401  (registers the prims)
+
+    def f(x):
+        seed = torch.ops.prims.inductor_lookup_seed(torch.ops.prims.inductor_seeds(1, torch.device("cpu")), 0)
+        return (x * (torch.ops.prims.inductor_random([4, 16], seed, "rand") > 0.1) * 3,)
+
+    t = traffic_bound.graph_traffic(_traced(f, torch.randn(4, 16)))
+    assert (t["regions"], t["read"], t["written"], t["random"]) == (1, 4 * 16 * 4, 4 * 16 * 4, 0)
+
+
 def test_traffic_bound_runs_on_a_preset(traffic_bound):
     report = traffic_bound.main(["--preset", "tiny", "--image-size", "16", "--batch-size", "64", "--conv-ms", "1.0"])
     graphs = report["graphs"]
