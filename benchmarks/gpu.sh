@@ -155,11 +155,13 @@ if [ "$STAGE" = train ]; then
   # convolutions have in >= 2 x out channels) and on for the no-grad target pass. Variants: A the
   # trainer's default; LO with force_layout_optimization (channels-last buffers in the training graphs
   # too); CG with CUDA graphs (inductor's cudagraph trees: one launch per graph); LOCG both; LOCG2 both at
-  # twice the batch; A again last, for the run-to-run spread. Their graphs are compiled at once in a
+  # twice the batch; LOCGR both with inductor's own dropout RNG (fallback_random off: dropout fused into its
+  # kernels, 2.5 GB less traffic a step by benchmarks/traffic_bound.py, if the two passes' masks still agree);
+  # A again last, for the run-to-run spread. Their graphs are compiled at once in a
   # warm-up wave (the inductor cache then serves the timed runs one at a time); A's and LO's warm-up logs
   # keep inductor's generated code (TORCH_LOGS=output_code: each convolution_backward's argument strides,
   # read offline). Then profiles of LO and A (device time, idle share, and the launch sites of the ATen
-  # copies with their strides), whether the online and target passes share their dropout mask (LOCG, A),
+  # copies with their strides), whether the online and target passes share their dropout mask (LOCG, A, LOCGR),
   # LOCGG (LOCG with per-channel GroupNorm statistics: contiguous reads in channels-last memory), and
   # CW (inductor's C++ wrapper) last, compiling in its own run, so a command cut at its limit loses only CW.
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
@@ -170,7 +172,8 @@ if [ "$STAGE" = train ]; then
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   CG="--inductor triton.cudagraphs=true"
   LO="--inductor force_layout_optimization=true"
-  declare -A V=([A]="" [LO]="$LO" [CG]="$CG" [LOCG]="$LO $CG" [LOCG2]="$LO $CG" [Arepeat]=""
+  R="--inductor fallback_random=false"
+  declare -A V=([A]="" [LO]="$LO" [CG]="$CG" [LOCG]="$LO $CG" [LOCG2]="$LO $CG" [LOCGR]="$LO $CG $R" [Arepeat]=""
                 [LOCGG]="$LO $CG --group-norm per-channel" [CW]="--inductor cpp_wrapper=true")
   declare -A BS=([LOCG2]=$((2 * BATCH)))
   declare -A LOGS=([A]=output_code [LO]=output_code)  # an empty TORCH_LOGS is an error: set only where wanted
@@ -194,12 +197,13 @@ if [ "$STAGE" = train ]; then
     step "profile-$1" $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
       --steps 10 --device "$DEVICE" --compile "${args[@]}" --top 30 --out "$WORK/profile_compiled_$1.txt"
   }
-  step warm warm A LO CG LOCG LOCG2
-  for k in A LO CG LOCG LOCG2 Arepeat; do timed $k; done
+  step warm warm A LO CG LOCG LOCG2 LOCGR
+  for k in A LO CG LOCG LOCG2 LOCGR Arepeat; do timed $k; done
   profile LO
   # channels-last as in training: inductor's layout heuristic differs between the two passes' graphs
   step masks-LOCG $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG | tee -a "$WORK/masks.txt"
   step masks-A $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last | tee -a "$WORK/masks.txt"
+  step masks-LOCGR $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG $R | tee -a "$WORK/masks.txt"
   profile A
   timed LOCGG
   timed CW
