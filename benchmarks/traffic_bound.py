@@ -166,7 +166,10 @@ def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisa
     model = build_model(ModelConfig(parameterisation=parameterisation, backbone=preset_config(preset, image_shape=shape)))
     replace_group_norms(model, _cuda_policy)
     model = model.to(memory_format=torch.channels_last).train()
-    compiled = torch.compile(model, backend=backend)
+    # Static shapes: after other compilations of the same code in this process (a test session), dynamo
+    # would otherwise trace sizes as symbols, and bytes must be numbers.
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, dynamic=False)
     with torch._inductor.config.patch(dict(INDUCTOR_OPTIONS)), FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.randn(batch, *shape).contiguous(memory_format=torch.channels_last)
         t = torch.full((batch,), 3.0)
