@@ -39,7 +39,6 @@ from alignlearn.networks.presets import preset_config
 from alignlearn.trainer import INDUCTOR_OPTIONS
 from throughput import add_inductor_option, apply_inductor_options
 
-aten = torch.ops.aten
 LIBRARY_PREFIXES = ("convolution", "mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product", "_efficient_attention",
                     "_flash_attention", "scaled_dot_product")
 # Eager random ops (fallback_random); inductor's own (inductor_random: Philox) draw inside its fused kernels.
@@ -74,7 +73,7 @@ def kind(node) -> str:
     if node.op != "call_function":
         return "other"
     if node.target is operator.getitem:  # one output of a multi-output op: it belongs to that op
-        return kind(node.args[0]) if kind(node.args[0]) != "fused" else "fused"
+        return kind(node.args[0])
     name = op_name(node)
     if name.startswith(LIBRARY_PREFIXES):
         return "library"
