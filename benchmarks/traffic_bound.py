@@ -29,12 +29,11 @@ import operator
 from collections import Counter
 
 import torch
-import torch.nn.functional as nnf
 from torch import nn
 
 from alignlearn.config import ModelConfig
 from alignlearn.models import build_model
-from alignlearn.networks.norm import replace_group_norms
+from alignlearn.networks.norm import with_fp32_group_norms
 from alignlearn.networks.presets import preset_config
 from alignlearn.trainer import INDUCTOR_OPTIONS
 from throughput import add_inductor_option, apply_inductor_options
@@ -44,21 +43,6 @@ LIBRARY_PREFIXES = ("convolution", "mm", "addmm", "bmm", "baddbmm", "_scaled_dot
 # Eager random ops (fallback_random); inductor's own (inductor_random: Philox) draw inside its fused kernels.
 RANDOM_PREFIXES = ("rand", "bernoulli", "native_dropout")
 REDUCTIONS = ("sum", "mean", "var_mean", "var", "amax", "amin", "max", "min", "prod")
-
-
-class CudaAutocastGroupNorm(nn.GroupNorm):
-    """nn.GroupNorm as CUDA autocast runs it (its fp32 list): inputs cast to fp32, an fp32 result."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return nnf.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
-
-
-def _cuda_policy(gn: nn.GroupNorm) -> CudaAutocastGroupNorm:
-    new = CudaAutocastGroupNorm(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
-    if gn.affine:
-        new.weight, new.bias = gn.weight, gn.bias
-    return new
 
 
 def op_name(node) -> str:
@@ -147,6 +131,11 @@ def graph_traffic(gm) -> dict:
     return dict(regions=len(regions), read=read, written=written, reread=reread, random=random, library=library)
 
 
+def example_inputs(batch: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A channels-last image batch and its noise levels (under a FakeTensorMode: no memory)."""
+    return torch.randn(batch, *shape).contiguous(memory_format=torch.channels_last), torch.full((batch,), 3.0)
+
+
 def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisation: str) -> tuple[list, nn.Module]:
     """[(name, graph)] of the compiled network's training forward, backward and no-grad forward, and the model."""
     from functorch.compile import make_boxed_func
@@ -155,23 +144,22 @@ def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisa
 
     graphs = []
 
-    def backend(gm, example_inputs):
+    def backend(gm, inputs):
         def record(g, ex, **kw):
             name = "backward" if kw.get("is_backward") else "no-grad forward" if kw.get("is_inference") else "training forward"
             graphs.append((name, g))
             return make_boxed_func(g.forward)  # runs on fake tensors: the graphs are what is wanted
-        return compile_fx(gm, example_inputs, inner_compile=record)
+        return compile_fx(gm, inputs, inner_compile=record)
 
     model = build_model(ModelConfig(parameterisation=parameterisation, backbone=preset_config(preset, image_shape=shape)))
-    replace_group_norms(model, _cuda_policy)
+    with_fp32_group_norms(model)  # CUDA autocast's precision for GroupNorm
     model = model.to(memory_format=torch.channels_last).train()
     # Static shapes: after other compilations of the same code in this process (a test session), dynamo
     # would otherwise trace sizes as symbols, and bytes must be numbers.
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=backend, dynamic=False)
     with torch._inductor.config.patch(dict(INDUCTOR_OPTIONS)), FakeTensorMode(allow_non_fake_inputs=True):
-        x = torch.randn(batch, *shape).contiguous(memory_format=torch.channels_last)
-        t = torch.full((batch,), 3.0)
+        x, t = example_inputs(batch, shape)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = compiled(x, t)
         y.float().square().mean().backward()
@@ -180,14 +168,13 @@ def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisa
     return graphs, model
 
 
-def step_flops(model: nn.Module, batch: int, shape: tuple[int, ...]) -> int:
+def network_step_flops(model: nn.Module, batch: int, shape: tuple[int, ...]) -> int:
     """FLOPs of one training step of the network: a forward and backward, and a no-grad forward."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
     with FakeTensorMode(allow_non_fake_inputs=True), FlopCounterMode(display=False) as fc:
-        x = torch.randn(batch, *shape).contiguous(memory_format=torch.channels_last)
-        t = torch.full((batch,), 3.0)
+        x, t = example_inputs(batch, shape)
         model(x, t).float().square().mean().backward()
         with torch.no_grad():
             model(x, t)
@@ -213,7 +200,7 @@ def main(argv=None) -> dict:
     if len(graphs) != 3:
         raise SystemExit(f"expected 3 compiled graphs, inductor was given {len(graphs)}: {[n for n, _ in graphs]}")
     n_params = sum(p.numel() for p in model.parameters())
-    flops = step_flops(model, a.batch_size, shape)
+    flops = network_step_flops(model, a.batch_size, shape)
     print(f"{a.preset} preset, batch {a.batch_size}, {n_params / 1e6:.2f} M parameters, {flops / 1e12:.2f} TFLOP per step")
     print(f"{'graph':18s} {'regions':>7s} {'read GB':>8s} {'write GB':>8s} {'re-read':>8s} {'dropout':>7s}  library kernels")
     report, tot = {"graphs": {}, "flops": flops}, Counter()

@@ -14,7 +14,10 @@ ONNX Runtime's accuracy (centred values reused for the output); this one for one
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
 
@@ -51,8 +54,18 @@ def replace_group_norms(model: nn.Module, wrap) -> nn.Module:
     return model
 
 
-def _channel_stats(gn: nn.GroupNorm) -> ChannelStatsGroupNorm:
-    new = ChannelStatsGroupNorm(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
+class FP32GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm computed in fp32 with an fp32 result whatever the input's dtype: what CUDA autocast does
+    (group_norm is on its fp32 list). CPU autocast leaves a bf16 input in bf16, so CPU code that must see the
+    GPU's precisions (tests, benchmarks/traffic_bound.py) swaps this in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return nnf.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
+
+
+def _same_parameters(cls: type[nn.GroupNorm], gn: nn.GroupNorm) -> nn.GroupNorm:
+    new = cls(gn.num_groups, gn.num_channels, gn.eps, gn.affine)
     if gn.affine:
         new.weight, new.bias = gn.weight, gn.bias  # the same Parameter objects: optimizer and EMA see no change
     return new
@@ -60,7 +73,12 @@ def _channel_stats(gn: nn.GroupNorm) -> ChannelStatsGroupNorm:
 
 def with_channel_stats_group_norms(model: nn.Module) -> nn.Module:
     """Every nn.GroupNorm in `model` (in place) computed from per-channel statistics; returns `model`."""
-    return replace_group_norms(model, _channel_stats)
+    return replace_group_norms(model, partial(_same_parameters, ChannelStatsGroupNorm))
+
+
+def with_fp32_group_norms(model: nn.Module) -> nn.Module:
+    """Every nn.GroupNorm in `model` (in place) computed in fp32 as CUDA autocast runs it; returns `model`."""
+    return replace_group_norms(model, partial(_same_parameters, FP32GroupNorm))
 
 
 GROUP_NORMS = ("native", "per-channel")

@@ -1,26 +1,15 @@
 import pytest
 import torch
 import torch.nn.functional as nnf
-from torch import nn
 
+from alignlearn.networks.norm import with_fp32_group_norms
 from alignlearn.networks.unet import ResBlock, in_autocast_dtype, upsample2x
-
-
-class FP32Norm(nn.Module):
-    """A GroupNorm run in fp32, as CUDA autocast runs it (CPU autocast runs it in bf16)."""
-
-    def __init__(self, gn: nn.GroupNorm):
-        super().__init__()
-        self.gn = gn
-
-    def forward(self, x):
-        return self.gn(x.float())
 
 
 def _block(dropout):
     torch.manual_seed(0)
     block = ResBlock(16, 16, emb_dim=8, dropout=dropout)
-    block.norm0, block.norm1 = FP32Norm(block.norm0), FP32Norm(block.norm1)
+    with_fp32_group_norms(block)  # as CUDA autocast runs GroupNorm (CPU autocast keeps bf16)
     return block, torch.randn(2, 16, 6, 6), torch.randn(2, 8)
 
 
