@@ -270,6 +270,11 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         with _StopFlag() as stop, progress:
             net.train()
             while step < end:
+                if tc.compile:
+                    # One CUDA-graph generation per step. Otherwise inductor's cudagraph trees start a new one
+                    # at the online pass (a new compiled call with no backward pending) and free the target
+                    # pass's output before the loss reads it. A counter increment when graphs are off.
+                    torch.compiler.cudagraph_mark_step_begin()
                 torch.manual_seed(step_seed(tc.seed, info.rank, step))
                 idx = torch.randint(len(x_all), (local_batch,), device=device)
                 x0 = x_all[idx]

@@ -46,6 +46,7 @@ def main(argv=None):
     online_c, target_c = compile_for_training(net), compile_for_training(target)
     worst = fresh = 0.0
     for _ in range(3):
+        torch.compiler.cudagraph_mark_step_begin()  # as the trainer does: one CUDA-graph generation per step
         with torch.no_grad(), _replay_rng(dev):
             y_target = target_c(x, t)
         y_online = online_c(x, t)

@@ -153,3 +153,28 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
     model.eval()
     with torch.no_grad():
         assert torch.allclose(compiled(x, t, None), model(x, t, None), atol=1e-5)
+
+
+def test_each_step_is_one_cuda_graph_generation(tmp_path, monkeypatch):
+    """Inductor's cudagraph trees start a new generation, freeing the previous calls' outputs, at a compiled call
+    with no backward pending: without a mark, the online pass would free the target pass's output before the
+    loss reads it. The trainer marks each step's start, so both passes (and the backward) share one generation."""
+    import alignlearn.trainer as trainer
+
+    events = []
+
+    class Traced(torch.nn.Module):  # stands in for the compiled module: the call order is what is tested
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            events.append("online" if torch.is_grad_enabled() else "target")
+            return self.module(*args)
+
+    monkeypatch.setattr(trainer, "compile_for_training", Traced)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+    cfg = tiny_config("ct-inversion", steps=3)
+    cfg.train.compile = True
+    train(cfg, tmp_path / "run", show_progress=False, data=digits())
+    assert events == ["mark", "target", "online"] * 3
