@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -40,8 +41,29 @@ def make_distance(name: str, dim: int, c: float | None = None) -> Distance:
     raise UserError(f"unknown distance {name!r}; choose from {', '.join(DISTANCES)}")
 
 
+def lpips_weights_unreachable() -> str | None:
+    """Why torchvision cannot provide LPIPS's VGG16 weights now, or None when they are cached or their host
+    resolves. Asked offline, torchvision prints a "Downloading" line before it fails; this asks first."""
+    import socket
+    from urllib.parse import urlparse
+
+    from torchvision.models import VGG16_Weights
+
+    url = urlparse(VGG16_Weights.DEFAULT.url)
+    if (Path(torch.hub.get_dir()) / "checkpoints" / Path(url.path).name).is_file():
+        return None
+    try:
+        socket.getaddrinfo(url.hostname, 443)
+    except OSError as e:
+        return f"VGG16 weights not cached and {url.hostname} unreachable ({e.strerror or e})"
+    return None
+
+
 def _lpips_distance() -> Distance:
     # LPIPS needs ImageNet backbone weights that torchvision downloads; refuse clearly when absent.
+    reason = lpips_weights_unreachable()
+    if reason:
+        raise UserError(f"LPIPS distance unavailable ({reason}); use pseudo-huber")
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from alignlearn.distances import lpips_weights_unreachable
+
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR over the batch, images in [-1, 1] (data range 2)."""
@@ -37,6 +39,9 @@ class LPIPS:
         import socket
 
         self.available, self.reason, self._metric = False, "", None
+        self.reason = lpips_weights_unreachable() or ""
+        if self.reason:
+            return
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(10)  # torchvision fetches the VGG weights; do not hang without a network
         try:
