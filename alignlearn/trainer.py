@@ -179,6 +179,12 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     train_set, test_set = data if data is not None else load_data(cfg.data.name, cfg.data.data_dir, cfg.data.image_size)
     if len(train_set) == 0:
         raise UserError(f"dataset {cfg.data.name} has an empty training split")
+    if cfg.objective.name == "cd-inversion" and teacher is None:
+        if not cfg.objective.teacher:
+            raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
+        teacher = load_teacher(cfg.objective.teacher, cfg, device)
+    objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)), teacher=teacher)
+    # The config marks the folder as a run: written only once everything that can refuse the settings has accepted them.
     if info.is_main and not resume:
         write_json_atomic(run_dir / CONFIG, cfg.to_dict())
 
@@ -211,11 +217,6 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         target_net = compile_for_training(target_net) if target_ema is not None else net
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (tc.bf16 and on_gpu) else nullcontext()
 
-    if cfg.objective.name == "cd-inversion" and teacher is None:
-        if not cfg.objective.teacher:
-            raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
-        teacher = load_teacher(cfg.objective.teacher, cfg, device)
-    objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)), teacher=teacher)
     x_all = train_set.images[info.rank :: info.world_size].to(device)
     y_all = train_set.labels[info.rank :: info.world_size].to(device)
     if channels_last:

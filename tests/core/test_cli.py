@@ -111,3 +111,6 @@ def test_cd_inversion_teacher_errors(tmp_path, a_run):
     assert_clean_error(run_cli("train", "--out", str(tmp_path / "r"), "--objective", "cd-inversion"), "--teacher")
     # a noiser is not a diffusion model
     assert_clean_error(run_cli("train", "--out", str(tmp_path / "r2"), "--objective", "cd-inversion", "--teacher", str(a_run)), "edm")
+    # a refused start leaves no run behind: the corrected command needs no --force
+    assert not (tmp_path / "r" / "config.json").exists() and not (tmp_path / "r2" / "config.json").exists()
+    assert run_cli("train", "--out", str(tmp_path / "r"), "--steps", "2", "--quiet").returncode == 0
