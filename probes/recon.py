@@ -2,8 +2,10 @@
 
 Encoders: CT_Inv (the noiser, 1 NFE) and DDIM_Inv (Euler steps of the PF-ODE up
 to T with the diffusion model). Decoders: CM (1 NFE) and DM (an ODE solver down
-from T). `refine` adds a row that starts from the 1-NFE latent and takes K
-gradient steps on it through the 1-NFE consistency decoder.
+from T). Prior is no encoder at all: fresh x_T ~ N(0, T^2 I) decoded with the
+image's label, the PSNR a decoder reaches from the label alone; the gap to CT_Inv
+is what the latent carries of the image. `refine` adds a row that starts from the
+1-NFE latent and takes K gradient steps on it through the 1-NFE consistency decoder.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def encoders(noiser: Loaded | None, dm: Loaded | None, ddim_steps: int) -> dict[
         up = karras_sigmas(ddim_steps + 1, dm.model.eps, dm.model.T)
         out["DDIM_Inv"] = Side("DDIM_Inv", lambda x, y: ddim_invert(dm.model, x, up, labels=dm.labels(y)), ddim_steps)
     return out
+
+
+def prior(T: float, seed: int = 0) -> Side:
+    """Fresh latents x_T ~ N(0, T^2 I), independent of the image (the same draws on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    return Side("Prior", lambda x, y: (T * torch.randn(x.shape, generator=g)).to(x.device), 0)
 
 
 def decoders(cm: Loaded | None, dm: Loaded | None, dm_steps: int, dm_solver: str) -> dict[str, Side]:
@@ -91,7 +99,9 @@ def run_recon(
 
     enc = encoders(by_role.get("noiser"), by_role.get("dm"), ddim_steps)
     dec = decoders(by_role.get("cm"), by_role.get("dm"), dm_steps, dm_solver)
-    plan = [("CT_Inv", "CM"), ("CT_Inv", "DM"), ("DDIM_Inv", "DM"), ("DDIM_Inv", "CM")]
+    if dec:
+        enc["Prior"] = prior(models[0].model.T)
+    plan = [("CT_Inv", "CM"), ("CT_Inv", "DM"), ("DDIM_Inv", "DM"), ("DDIM_Inv", "CM"), ("Prior", "CM"), ("Prior", "DM")]
     needs = {"CT_Inv": "--noiser", "DDIM_Inv": "--dm", "CM": "--cm", "DM": "--dm"}
 
     lpips = LPIPS()
@@ -105,8 +115,9 @@ def run_recon(
     rows, skipped, blocks = [], [], [("ground truth", x0[show])]
     for e, d in plan:
         if e not in enc or d not in dec:
-            missing = sorted({needs[k] for k in (e, d) if k not in (enc if k in ("CT_Inv", "DDIM_Inv") else dec)})
-            skipped.append({"pairing": f"{e}+{d}", "reason": f"needs {' and '.join(missing)}"})
+            if e != "Prior":  # a baseline for the decoders there are, not a pairing to ask for
+                missing = sorted({needs[k] for k in (e, d) if k not in (enc if k in ("CT_Inv", "DDIM_Inv") else dec)})
+                skipped.append({"pairing": f"{e}+{d}", "reason": f"needs {' and '.join(missing)}"})
             continue
         recon = _batched(dec[d].fn, latents[e], labels, batch_size)
         rows.append(_row(f"{e}+{d}", enc[e].nfe, dec[d].nfe, recon, x0, lpips, enc_s[e], dec_s[d]))
@@ -179,6 +190,9 @@ def markdown(report: dict) -> str:
         )
     for s in report["skipped"]:
         lines.append(f"| {s['pairing']} | skipped: {s['reason']} | | | | | | |")
+    if any(r["pairing"].startswith("Prior+") for r in report["pairings"]):
+        lines += ["", "Prior: no encoder, fresh x_T ~ N(0, T^2 I) decoded with the image's label: what a decoder makes of the "
+                  "label alone. The gap from Prior to CT_Inv or DDIM_Inv is what the latent carries of the image."]
     lines += ["", "Latents (a diffusion decoder expects x_T ~ N(x0, T^2 I)):", "",
               "| encoder | mean | std / T | (latent - x0) std / T | normality stat | p |", "|---|---|---|---|---|---|"]
     for name, s in report["latents"].items():

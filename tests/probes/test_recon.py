@@ -23,9 +23,13 @@ def test_recon_cli_end_to_end(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     names = [r["pairing"] for r in report["pairings"]]
-    assert names == ["CT_Inv+CM", "CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM", "CT_Inv+refine3+CM"]
+    assert names == ["CT_Inv+CM", "CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM", "Prior+CM", "Prior+DM", "CT_Inv+refine3+CM"]
     nfe = {r["pairing"]: (r["encode_nfe"], r["decode_nfe"]) for r in report["pairings"]}
     assert nfe["CT_Inv+CM"] == (1, 1) and nfe["DDIM_Inv+DM"] == (8, 8) and nfe["CT_Inv+refine3+CM"] == (7, 1)
+    assert nfe["Prior+CM"] == (0, 1)
+    # the baseline's latents are N(0, T^2 I), whatever the image
+    prior = report["latents"]["Prior"]
+    assert abs(prior["std_over_T"] - 1) < 0.05 and abs(prior["noise_std_over_T"] - 1) < 0.05 and abs(prior["mean"]) < 2
     for r in report["pairings"]:
         assert r["psnr"] > 0 and -1 <= r["ssim"] <= 1 and r["total_s_per_batch"] > 0
     assert report["lpips"].startswith(("available", "unavailable"))
@@ -37,7 +41,7 @@ def test_recon_cli_end_to_end(runs, tmp_path):
 
 def test_missing_models_are_skipped_with_a_note(runs, tmp_path):
     report = run_recon(noiser=runs["noiser"], cm=runs["cm"], num_images=16, batch_size=16, out_dir=tmp_path, timing_repeats=1)
-    assert [r["pairing"] for r in report["pairings"]] == ["CT_Inv+CM"]
+    assert [r["pairing"] for r in report["pairings"]] == ["CT_Inv+CM", "Prior+CM"]
     assert {s["pairing"] for s in report["skipped"]} == {"CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM"}
     assert all("--dm" in s["reason"] for s in report["skipped"])
 
@@ -45,7 +49,8 @@ def test_missing_models_are_skipped_with_a_note(runs, tmp_path):
 def test_refinement_lowers_the_reconstruction_error(runs, tmp_path):
     report = run_recon(noiser=runs["noiser"], cm=runs["cm"], refine=20, refine_lr=1.0, num_images=32, batch_size=32,
                        out_dir=tmp_path, timing_repeats=1)
-    base, refined = report["pairings"][0], report["pairings"][1]
+    rows = {r["pairing"]: r for r in report["pairings"]}
+    base, refined = rows["CT_Inv+CM"], rows["CT_Inv+refine20+CM"]
     assert refined["psnr"] > base["psnr"]
 
 
