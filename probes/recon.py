@@ -69,7 +69,7 @@ def evenly_spaced(n: int, k: int) -> torch.Tensor:
     return torch.linspace(0, n - 1, min(k, n)).round().long()
 
 
-def _batched(fn, x: torch.Tensor, labels, batch_size: int) -> torch.Tensor:
+def batched(fn, x: torch.Tensor, labels, batch_size: int) -> torch.Tensor:
     outs = []
     for i in range(0, len(x), batch_size):
         outs.append(fn(x[i : i + batch_size], None if labels is None else labels[i : i + batch_size]))
@@ -105,7 +105,7 @@ def run_recon(
     needs = {"CT_Inv": "--noiser", "DDIM_Inv": "--dm", "CM": "--cm", "DM": "--dm"}
 
     lpips = LPIPS()
-    latents = {name: _batched(side.fn, x0, labels, batch_size) for name, side in enc.items()}
+    latents = {name: batched(side.fn, x0, labels, batch_size) for name, side in enc.items()}
     timing_x, timing_y = x0[:batch_size], labels[:batch_size]
     enc_s = {name: median_seconds(lambda s=side: s.fn(timing_x, timing_y), device, repeats=timing_repeats) for name, side in enc.items()}
     dec_s = {name: median_seconds(lambda s=side, z=latents[next(iter(latents))][:batch_size]: s.fn(z, timing_y), device, repeats=timing_repeats)
@@ -119,7 +119,7 @@ def run_recon(
                 missing = sorted({needs[k] for k in (e, d) if k not in (enc if k in ("CT_Inv", "DDIM_Inv") else dec)})
                 skipped.append({"pairing": f"{e}+{d}", "reason": f"needs {' and '.join(missing)}"})
             continue
-        recon = _batched(dec[d].fn, latents[e], labels, batch_size)
+        recon = batched(dec[d].fn, latents[e], labels, batch_size)
         rows.append(_row(f"{e}+{d}", enc[e].nfe, dec[d].nfe, recon, x0, lpips, enc_s[e], dec_s[d]))
         blocks.append((f"{e}+{d}", recon[show]))
 
@@ -133,7 +133,7 @@ def run_recon(
             refined = torch.cat(refined_parts)
             t_ref = median_seconds(lambda: refine_latents(cmod, timing_x, latents["CT_Inv"][:batch_size], timing_y, refine, refine_lr),
                                    device, warmup=1, repeats=max(1, timing_repeats // 2))
-            recon = _batched(dec["CM"].fn, refined, labels, batch_size)
+            recon = batched(dec["CM"].fn, refined, labels, batch_size)
             name = f"CT_Inv+refine{refine}+CM"
             rows.append(_row(name, 1 + 2 * refine, 1, recon, x0, lpips, enc_s["CT_Inv"] + t_ref, dec_s["CM"]))
             blocks.append((name, recon[show]))
