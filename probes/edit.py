@@ -99,24 +99,16 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     for w in guidance:
         gen = torch.Generator(device=x0.device).manual_seed(seed)  # the same re-noising draws for every w
         outs = {t: decode(dec, z, torch.full_like(y0, t), w, dm_steps, cm_mid, gen) for t in targets}
-        converted, hits, cross_ssim = 0, 0, []
-        same_ssim = []
-        for t, imgs in outs.items():
-            pred = judge.predict(imgs)
-            s = ssim(imgs, x0, reduction="none").cpu()
-            other = (y0.cpu() != t)
-            hits += int((pred[other] == t).sum())
-            converted += int(other.sum())
-            cross_ssim += s[other].tolist()
-            same_ssim += s[~other].tolist()
-        report["sweep"].append({
-            "guidance": w,
-            "conversion_success": hits / max(converted, 1),
-            "ssim_same_class": sum(same_ssim) / max(len(same_ssim), 1),
-            "ssim_across_targets": sum(cross_ssim) / max(len(cross_ssim), 1),
-        })
+        report["sweep"].append({"guidance": w, **_scores(outs, x0, y0, judge)})
         grids[w] = outs
     w_grid = grid_guidance if grid_guidance in grids else guidance[0]
+    # The floor: fresh latents instead of the sources' decode to the target class with no trace of the source,
+    # so "style preserved" means SSIM above this row's.
+    gen = torch.Generator().manual_seed(seed + 1)
+    z_prior = (n.model.T * torch.randn(z.shape, generator=gen)).to(z.device)
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
+    prior = {t: decode(dec, z_prior, torch.full_like(y0, t), w_grid, dm_steps, cm_mid, gen) for t in targets}
+    report["prior"] = {"guidance": w_grid, **_scores(prior, x0, y0, judge)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     show = torch.arange(0, len(x0), per_class)[:20]  # the grid shows one source per class, at most 20 columns
@@ -126,6 +118,23 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     (out / "edit.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "edit.md").write_text(markdown(report))
     return report
+
+
+def _scores(outs: dict[int, torch.Tensor], x0: torch.Tensor, y0: torch.Tensor, judge) -> dict:
+    """Conversion success (the judge's verdict on sources decoded to another class) and SSIM to the source,
+    for target = source class and for the other targets."""
+    converted, hits, cross_ssim, same_ssim = 0, 0, [], []
+    for t, imgs in outs.items():
+        pred = judge.predict(imgs)
+        s = ssim(imgs, x0, reduction="none").cpu()
+        other = y0.cpu() != t
+        hits += int((pred[other] == t).sum())
+        converted += int(other.sum())
+        cross_ssim += s[other].tolist()
+        same_ssim += s[~other].tolist()
+    return {"conversion_success": hits / max(converted, 1),
+            "ssim_same_class": sum(same_ssim) / max(len(same_ssim), 1),
+            "ssim_across_targets": sum(cross_ssim) / max(len(cross_ssim), 1)}
 
 
 def markdown(report: dict) -> str:
@@ -139,4 +148,10 @@ def markdown(report: dict) -> str:
              "| guidance w | conversion success | SSIM, target = source | SSIM, other targets |", "|---|---|---|---|"]
     for r in report["sweep"]:
         lines.append(f"| {r['guidance']:g} | {r['conversion_success']:.4f} | {r['ssim_same_class']:.4f} | {r['ssim_across_targets']:.4f} |")
+    if "prior" in report:
+        r = report["prior"]
+        lines.append(f"| {r['guidance']:g}, prior latents | {r['conversion_success']:.4f} | {r['ssim_same_class']:.4f} | "
+                     f"{r['ssim_across_targets']:.4f} |")
+        lines += ["", "Prior latents: fresh N(0, T^2 I) draws instead of the sources' latents, decoded to the same targets: "
+                  "samples of the target class with nothing of the source, the floor for SSIM."]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,11 @@ def test_edit_probe_writes_grid_and_metrics(runs, tmp_path):
         assert 0 <= r["conversion_success"] <= 1 and -1 <= r["ssim_same_class"] <= 1
     assert 0 <= report["judge_test_accuracy"] <= 1 and report["sources"] == 10
     assert "| 2 |" in (tmp_path / "edit.md").read_text()
+    # the floor: fresh latents decoded to the same targets at the grid's guidance
+    prior = saved["prior"]
+    assert prior["guidance"] == 1.0 and 0 <= prior["conversion_success"] <= 1 and -1 <= prior["ssim_across_targets"] <= 1
+    assert prior != {**saved["sweep"][0], "guidance": 1.0}  # other latents, other scores
+    assert "| 1, prior latents |" in (tmp_path / "edit.md").read_text()
 
 
 def test_target_equal_to_source_is_the_reconstruction(runs):
