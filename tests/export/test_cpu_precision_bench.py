@@ -1,13 +1,8 @@
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_precision.py"
+from ..core.helpers import load_benchmark
 
 
 def test_cpu_precision_benchmark_writes_one_row_per_backend(noiser_runs, tmp_path):
-    spec = importlib.util.spec_from_file_location("cpu_precision", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("cpu_precision")
     results = tmp_path / "RESULTS.md"
     bench.main(["--noiser", str(noiser_runs["cond"]), "--batch", "4", "--repeats", "1", "--rounds", "1",
                 "--calibration-images", "8", "--results", str(results)])

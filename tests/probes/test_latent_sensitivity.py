@@ -1,13 +1,10 @@
-import importlib.util
-from pathlib import Path
+import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "latent_sensitivity.py"
+from ..core.helpers import load_benchmark
 
 
 def test_latent_sensitivity_rows_and_the_exact_pair_loses_psnr_to_noise(runs, tmp_path):
-    spec = importlib.util.spec_from_file_location("latent_sensitivity", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("latent_sensitivity")
     results = tmp_path / "RESULTS.md"
     bench.main(["--noiser", str(runs["noiser"]), "--cm", str(runs["cm"]), "--dm", str(runs["dm"]), "--ratios", "0,1",
                 "--num-images", "32", "--dm-steps", "6", "--results", str(results)])
@@ -20,11 +17,7 @@ def test_latent_sensitivity_rows_and_the_exact_pair_loses_psnr_to_noise(runs, tm
 
 
 def test_perturbation_has_the_asked_relative_size():
-    import torch
-
-    spec = importlib.util.spec_from_file_location("latent_sensitivity", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("latent_sensitivity")
     z = torch.randn(64, 1, 16, 16) * 40 + 3
     g = torch.Generator().manual_seed(0)
     for r in (0.0, 0.3, 1.0):
