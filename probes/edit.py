@@ -25,6 +25,7 @@ from .classifier import train_judge
 from .grids import save_labelled_grid
 from .loading import Loaded, check_compatible, evaluation_split, load_role
 from .metrics import ssim
+from .recon import prior as prior_latents
 from .refine import refine_latents
 
 MAX_GUIDANCE = 20.0
@@ -104,8 +105,7 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     w_grid = grid_guidance if grid_guidance in grids else guidance[0]
     # The floor: fresh latents instead of the sources' decode to the target class with no trace of the source,
     # so "style preserved" means SSIM above this row's.
-    gen = torch.Generator().manual_seed(seed + 1)
-    z_prior = (n.model.T * torch.randn(z.shape, generator=gen)).to(z.device)
+    z_prior = prior_latents(n.model.T, seed + 1).fn(z, None)
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     prior = {t: decode(dec, z_prior, torch.full_like(y0, t), w_grid, dm_steps, cm_mid, gen) for t in targets}
     report["prior"] = {"guidance": w_grid, **_scores(prior, x0, y0, judge)}

@@ -38,7 +38,7 @@ class LPIPS:
     def __init__(self):
         import socket
 
-        self.available, self.reason, self._metric = False, "", None
+        self.available, self._metric = False, None
         self.reason = lpips_weights_unreachable() or ""
         if self.reason:
             return
