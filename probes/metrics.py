@@ -82,3 +82,11 @@ def latent_stats(latents: torch.Tensor, T: float, images: torch.Tensor | None = 
     if images is not None:
         out["noise_std_over_T"] = float(((latents.float() - images.float().to(latents.device)) / T).std())
     return out
+
+
+def latent_agreement(latents: torch.Tensor, reference: torch.Tensor) -> dict:
+    """How close latents are to reference latents of the same images: ||z - z_ref|| / ||z_ref|| over the set, and the
+    mean per-image cosine similarity (0 for unrelated N(0, T^2 I) draws, 1 for the same direction)."""
+    a, b = latents.flatten(1).double(), reference.flatten(1).double()
+    return {"relative_l2": float((a - b).norm() / b.norm()),
+            "cosine": float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())}

@@ -30,6 +30,9 @@ def test_recon_cli_end_to_end(runs, tmp_path):
     # the baseline's latents are N(0, T^2 I), whatever the image
     prior = report["latents"]["Prior"]
     assert abs(prior["std_over_T"] - 1) < 0.05 and abs(prior["noise_std_over_T"] - 1) < 0.05 and abs(prior["mean"]) < 2
+    # every other latent against the DM's own inversion; unrelated draws are orthogonal to it
+    assert set(report["against_ddim"]) == {"CT_Inv", "Prior", "CT_Inv+refine3"}
+    assert abs(report["against_ddim"]["Prior"]["cosine"]) < 0.05 and report["against_ddim"]["Prior"]["relative_l2"] > 1
     for r in report["pairings"]:
         assert r["psnr"] > 0 and -1 <= r["ssim"] <= 1 and r["total_s_per_batch"] > 0
     assert report["lpips"].startswith(("available", "unavailable"))
