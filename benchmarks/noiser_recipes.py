@@ -5,6 +5,9 @@
 Trains one noiser per variant (same data, preset, steps, seed), then reports its
 latents' std / T (1 is the target: x_T ~ N(x0, T^2 I)) and the CT_Inv+CM
 reconstruction with a fixed consistency model, and appends rows to RESULTS.md.
+With --dm (a diffusion model on the same data), also how close the latents are to
+that model's own PF-ODE inversion (DDIM, 30 Euler steps): relative L2 and cosine,
+which a decoded PSNR barely shows (RESULTS.md, latent sensitivity).
 A variant is `default` or comma-free `key=value` pairs joined by `;` (ObjectiveConfig
 fields, `objective=cd-inversion;teacher=RUN`, or `lr=`).
 """
@@ -42,6 +45,7 @@ def parse_variant(text: str) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cm", required=True, help="a consistency-model run on the same data (class-conditional or not)")
+    p.add_argument("--dm", default=None, help="a diffusion-model run on the same data: compare the latents with its DDIM inversion")
     p.add_argument("--variants", default="default")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=128)
@@ -65,13 +69,19 @@ def main(argv=None):
                                   data_name=cm_cfg.data.name, shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset)
             run = Path(tmp) / f"v{len(text)}_{abs(hash(text)) % 10**6}"
             train(cfg, run, show_progress=False, data=data)
-            rep = run_recon(run, a.cm, num_images=a.num_images, out_dir=Path(tmp) / "probe", timing_repeats=1)
+            rep = run_recon(run, a.cm, a.dm, num_images=a.num_images, out_dir=Path(tmp) / "probe", timing_repeats=1)
             row = rep["pairings"][0]
             stats = rep["latents"]["CT_Inv"]
             cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}", text,
-                     f"{stats['std_over_T']:.4f}", f"{row['psnr']:.2f}", f"{row['ssim']:.4f}", f"`{cmd}`"]
-            print(append_row(a.results, "Noiser recipes on images (CT_Inv+CM with a fixed CM)",
-                             ["date", "device", "data", "training", "variant", "latent std / T", "PSNR", "SSIM", "command"], cells), flush=True)
+                     f"{stats['std_over_T']:.4f}", f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
+            header = ["date", "device", "data", "training", "variant", "latent std / T", "PSNR", "SSIM"]
+            section = "Noiser recipes on images (CT_Inv+CM with a fixed CM)"
+            if a.dm:
+                ode = rep["against_ddim"]["CT_Inv"]
+                cells += [f"{ode['relative_l2']:.4f}", f"{ode['cosine']:.4f}"]
+                header += ["relative L2 to DDIM_Inv", "cosine to DDIM_Inv"]
+                section = "Noiser recipes on images, against a fixed DM's PF-ODE inversion"
+            print(append_row(a.results, section, header + ["command"], cells + [f"`{cmd}`"]), flush=True)
 
 
 if __name__ == "__main__":
