@@ -51,6 +51,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--seed", type=int, default=0, help="the noisers' training seed (the same for every variant)")
     p.add_argument("--num-images", type=int, default=256)
     p.add_argument("--results", default="RESULTS.md")
     a = p.parse_args(argv)
@@ -64,7 +65,7 @@ def main(argv=None):
             lr = variant.pop("lr", a.lr)
             objective = variant.pop("objective", "ct-inversion")
             cfg = make_run_config(ObjectiveConfig(objective, **variant),
-                                  TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, class_cond=class_cond,
+                                  TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, class_cond=class_cond, seed=a.seed,
                                               ckpt_every=10**9, sample_every=10**9, device="cpu"),
                                   data_name=cm_cfg.data.name, shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset)
             run = Path(tmp) / f"v{len(text)}_{abs(hash(text)) % 10**6}"
@@ -72,7 +73,7 @@ def main(argv=None):
             rep = run_recon(run, a.cm, a.dm, num_images=a.num_images, out_dir=Path(tmp) / "probe", timing_repeats=1)
             row = rep["pairings"][0]
             stats = rep["latents"]["CT_Inv"]
-            cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}", text,
+            cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}" + (f", seed {a.seed}" if a.seed else ""), text,
                      f"{stats['std_over_T']:.4f}", f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
             header = ["date", "device", "data", "training", "variant", "latent std / T", "PSNR", "SSIM"]
             section = "Noiser recipes on images (CT_Inv+CM with a fixed CM)"
