@@ -101,7 +101,8 @@ def run_recon(
     dec = decoders(by_role.get("cm"), by_role.get("dm"), dm_steps, dm_solver)
     if dec:
         enc["Prior"] = prior(models[0].model.T)
-    plan = [("CT_Inv", "CM"), ("CT_Inv", "DM"), ("DDIM_Inv", "DM"), ("DDIM_Inv", "CM"), ("Prior", "CM"), ("Prior", "DM")]
+    # Prior is a baseline for the decoders given, never a pairing to ask for
+    plan = [("CT_Inv", "CM"), ("CT_Inv", "DM"), ("DDIM_Inv", "DM"), ("DDIM_Inv", "CM")] + [("Prior", d) for d in dec]
     needs = {"CT_Inv": "--noiser", "DDIM_Inv": "--dm", "CM": "--cm", "DM": "--dm"}
 
     lpips = LPIPS()
@@ -115,9 +116,8 @@ def run_recon(
     rows, skipped, blocks = [], [], [("ground truth", x0[show])]
     for e, d in plan:
         if e not in enc or d not in dec:
-            if e != "Prior":  # a baseline for the decoders there are, not a pairing to ask for
-                missing = sorted({needs[k] for k in (e, d) if k not in (enc if k in ("CT_Inv", "DDIM_Inv") else dec)})
-                skipped.append({"pairing": f"{e}+{d}", "reason": f"needs {' and '.join(missing)}"})
+            missing = sorted({needs[k] for k in (e, d) if k not in (enc if k in ("CT_Inv", "DDIM_Inv") else dec)})
+            skipped.append({"pairing": f"{e}+{d}", "reason": f"needs {' and '.join(missing)}"})
             continue
         recon = batched(dec[d].fn, latents[e], labels, batch_size)
         rows.append(_row(f"{e}+{d}", enc[e].nfe, dec[d].nfe, recon, x0, lpips, enc_s[e], dec_s[d]))

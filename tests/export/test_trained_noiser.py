@@ -13,14 +13,10 @@ import numpy as np
 
 from alignlearn.export.build import export_run, real_images
 from alignlearn.export.metadata import meta_for
-from alignlearn.export.onnx_export import export_graph, fp64_latents, ort_runner, reference_latents
+from alignlearn.export.onnx_export import export_graph, fp64_latents, ort_runner, reference_latents, rel_error
 from alignlearn.models import load_model
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "noiser_mnist5k_tiny"
-
-
-def _error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
 
 
 def test_onnx_export_of_a_trained_noiser_is_as_exact_as_pytorch(tmp_path):
@@ -31,9 +27,9 @@ def test_onnx_export_of_a_trained_noiser_is_as_exact_as_pytorch(tmp_path):
     images = real_images(cfg, 400).astype(np.float32)  # held-out mnist-5k digits
     labels = np.random.default_rng(0).integers(0, 11, size=len(images)).astype(np.int64)  # 10 = the null label
     exact = fp64_latents(noiser, images, labels)
-    torch_error = _error(reference_latents(export_graph(noiser, meta_for(cfg, "fp32"), "fp32"), images, labels), exact)
+    torch_error = rel_error(reference_latents(export_graph(noiser, meta_for(cfg, "fp32"), "fp32"), images, labels), exact)
     assert torch_error > 3e-6, "the fixture no longer tests anything: PyTorch fp32 is near-exact on it"
 
     run = ort_runner(result.onnx)
     onnx_latents = np.concatenate([run(images[i : i + 64], labels[i : i + 64]) for i in range(0, len(images), 64)])
-    assert _error(onnx_latents, exact) <= 1.3 * torch_error
+    assert rel_error(onnx_latents, exact) <= 1.3 * torch_error
