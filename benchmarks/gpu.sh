@@ -157,7 +157,8 @@ if [ "$STAGE" = train ]; then
   # too); CG with CUDA graphs (inductor's cudagraph trees: one launch per graph); LOCG both; LOCG2 both at
   # twice the batch; LOCGR both with inductor's own dropout RNG (fallback_random off: dropout fused into its
   # kernels, 2.5 GB less traffic a step by benchmarks/traffic_bound.py, if the two passes' masks still agree);
-  # A again last, for the run-to-run spread. Their graphs are compiled at once in a
+  # A again last, for the run-to-run spread; then which lines of the loop make the host wait for the GPU
+  # (syncs.txt: slow launches and a sync per step both leave a step host-bound). Their graphs are compiled at once in a
   # warm-up wave (the inductor cache then serves the timed runs one at a time); A's and LO's warm-up logs
   # keep inductor's generated code (TORCH_LOGS=output_code: each convolution_backward's argument strides,
   # read offline). Then profiles of LO and A (device time, idle share, and the launch sites of the ATen
@@ -199,6 +200,9 @@ if [ "$STAGE" = train ]; then
   }
   step warm warm A LO CG LOCG LOCG2 LOCGR
   for k in A LO CG LOCG LOCG2 LOCGR Arepeat; do timed $k; done
+  # host-bound by slow launches or by a sync per step? (the latter stays host-bound under CUDA graphs too)
+  step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile \
+    --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt"
   profile LO
   # channels-last as in training: inductor's layout heuristic differs between the two passes' graphs
   step masks-LOCG $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG | tee -a "$WORK/masks.txt"

@@ -162,3 +162,32 @@ def test_traffic_bound_runs_on_a_preset(traffic_bound):
     floor, likely = report["floor"], report["+reduction re-reads"]
     assert 0 < floor["bytes"] < likely["bytes"] and floor["step_ms"] > 1.0
     assert 0 < likely["peak_fraction"] < floor["peak_fraction"]
+
+
+def test_host_syncs_tell_per_step_sites_from_the_run_end(monkeypatch):
+    import warnings
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import host_syncs
+
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: None)  # no CUDA here: the warnings are ours
+    here = Path(__file__).resolve().parent
+
+    def run(steps):
+        def loop():
+            for _ in range(steps):
+                warnings.warn(host_syncs.SYNC_MESSAGE)  # stands in for a .item() in every step
+            warnings.warn(host_syncs.SYNC_MESSAGE + " at the end")  # stands in for the final checkpoint
+            warnings.warn("an unrelated warning")
+        return host_syncs.record_syncs(loop, root=here)
+
+    short, long = run(2), run(4)
+    (per_step,) = host_syncs.per_step_sites(short, long)
+    assert per_step.startswith("test_training_benchmarks.py:")
+    assert "warnings.warn(host_syncs.SYNC_MESSAGE)" in per_step and "<-" not in per_step
+    assert sum(short.values()) == 3 and sum(long.values()) == 5  # the unrelated warning is not counted
+    text = host_syncs.table(short, long, 2)
+    assert "1 site(s) sync during the steps" in text and "per step" in text and "run end" in text
+    sys.modules.pop("host_syncs", None)
