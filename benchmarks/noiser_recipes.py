@@ -8,6 +8,10 @@ reconstruction with a fixed consistency model, and appends rows to RESULTS.md.
 With --dm (a diffusion model on the same data), also how close the latents are to
 that model's own PF-ODE inversion (DDIM, 30 Euler steps): relative L2 and cosine,
 which a decoded PSNR barely shows (RESULTS.md, latent sensitivity).
+With --probes edit,linear, also what the latents are for: class-guided editing decoded
+by the CM (conversion success, SSIM to the source across targets) and the linear
+probe of the 1-NFE latent and of the noiser's features, so the two latent measures
+can be checked against the uses they are meant to predict.
 A variant is `default` or comma-free `key=value` pairs joined by `;` (ObjectiveConfig
 fields, `objective=cd-inversion;teacher=RUN`, or `lr=`).
 """
@@ -24,6 +28,8 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
 from alignlearn.models import load_run_config
 from alignlearn.objectives import ObjectiveConfig
+from alignlearn.probes.edit import run_edit
+from alignlearn.probes.linear import run_linear
 from alignlearn.probes.recon import run_recon
 from alignlearn.results import append_row
 from alignlearn.trainer import train
@@ -53,11 +59,20 @@ def main(argv=None):
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seed", type=int, default=0, help="the noisers' training seed (the same for every variant)")
     p.add_argument("--num-images", type=int, default=256)
+    p.add_argument("--probes", default="", help="comma-separated: edit (CM decoder), linear")
+    p.add_argument("--judge-epochs", type=int, default=10, help="the edit probe's judging classifier")
+    p.add_argument("--per-class", type=int, default=4, help="the edit probe's held-out sources per class")
     p.add_argument("--results", default="RESULTS.md")
     a = p.parse_args(argv)
+    probes = [x for x in a.probes.split(",") if x]
+    if set(probes) - {"edit", "linear"}:
+        p.error(f"--probes takes edit and/or linear, got {a.probes!r}")
+
     cm_cfg = load_run_config(a.cm)
     data = load_data(cm_cfg.data.name, cm_cfg.data.data_dir)
     class_cond = int(cm_cfg.model.backbone.get("num_classes", 0)) > 0
+    if "edit" in probes and not class_cond:
+        p.error("--probes edit needs a class-conditional --cm")
     cmd = "python benchmarks/noiser_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         for text in a.variants.split(","):
@@ -82,7 +97,29 @@ def main(argv=None):
                 cells += [f"{ode['relative_l2']:.4f}", f"{ode['cosine']:.4f}"]
                 header += ["relative L2 to DDIM_Inv", "cosine to DDIM_Inv"]
                 section = "Noiser recipes on images, against a fixed DM's PF-ODE inversion"
+            if probes:
+                extra_cells, extra_header = probe_cells(run, a, probes, Path(tmp) / "probe")
+                cells += extra_cells
+                header += extra_header
+                section = "Noiser recipes on images: latents against their uses (editing, linear probes)"
             print(append_row(a.results, section, header + ["command"], cells + [f"`{cmd}`"]), flush=True)
+
+
+def probe_cells(run: Path, a, probes: list[str], out: Path) -> tuple[list[str], list[str]]:
+    """The edit and linear probes' headline numbers for one noiser, as row cells and their headers."""
+    cells, header = [], []
+    if "edit" in probes:
+        rep = run_edit(run, a.cm, per_class=a.per_class, judge_epochs=a.judge_epochs, out_dir=out / "edit", seed=a.seed)
+        w = rep["sweep"][0]
+        cells += [f"{w['conversion_success']:.3f}", f"{w['ssim_across_targets']:.4f}", f"{rep['prior']['ssim_across_targets']:.4f}"]
+        header += ["edit conversion (CM)", "edit SSIM to source (CM)", "prior-latent SSIM"]
+    if "linear" in probes:
+        rep = run_linear(run, out_dir=out / "linear")
+        for prefix in ("noiser latent", "noiser features"):
+            r = next(r for r in rep["rows"] if r["features"].startswith(prefix))
+            cells.append(f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}")
+        header += ["linear probe: latent", "linear probe: features"]
+    return cells, header
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+import pytest
+
 from ..core.helpers import load_benchmark
 
 
@@ -19,3 +21,26 @@ def test_variants_parse_into_objective_settings():
     bench = load_benchmark("noiser_recipes")
     assert bench.parse_variant("default") == {}
     assert bench.parse_variant("s1=20;target=stopgrad;lr=0.001") == {"s1": 20, "target": "stopgrad", "lr": 0.001}
+
+
+def test_noiser_recipes_rows_with_the_edit_and_linear_probes(runs, tmp_path):
+    bench = load_benchmark("noiser_recipes")
+    results = tmp_path / "RESULTS.md"
+    bench.main(["--cm", str(runs["cm"]), "--steps", "4", "--batch-size", "16", "--num-images", "16",
+                "--probes", "edit,linear", "--judge-epochs", "1", "--per-class", "1", "--results", str(results)])
+    text = results.read_text()
+    assert "## Noiser recipes on images: latents against their uses (editing, linear probes)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| date"))
+    assert "edit conversion (CM)" in header and "linear probe: latent" in header
+    (row,) = [line.split(" | ") for line in text.splitlines() if line.startswith("| 20")]
+    conversion, ssim, prior_ssim = float(row[8]), float(row[9]), float(row[10])
+    assert 0 <= conversion <= 1 and -1 <= ssim <= 1 and -1 <= prior_ssim <= 1
+    for cell in row[11:13]:
+        mean, std = (float(x) for x in cell.split(" ± "))
+        assert 0 <= mean <= 1 and std >= 0
+
+
+def test_noiser_recipes_refuses_unknown_probes(runs, tmp_path):
+    bench = load_benchmark("noiser_recipes")
+    with pytest.raises(SystemExit):
+        bench.main(["--cm", str(runs["cm"]), "--probes", "recon", "--results", str(tmp_path / "R.md")])
