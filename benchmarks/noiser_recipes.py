@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,7 @@ from alignlearn.probes.recon import run_recon
 from alignlearn.results import append_row
 from alignlearn.trainer import train
 
+PROBES = ("edit", "edit-dm", "linear")
 FLOATS = {"p_mean", "p_std", "huber_c", "target_ema", "lr"}
 INTS = {"s0", "s1", "curriculum_steps"}
 
@@ -59,20 +61,26 @@ def main(argv=None):
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seed", type=int, default=0, help="the noisers' training seed (the same for every variant)")
     p.add_argument("--num-images", type=int, default=256)
-    p.add_argument("--probes", default="", help="comma-separated: edit (CM decoder), linear")
+    p.add_argument("--probes", default="", help="comma-separated: edit (CM decoder), edit-dm (--dm decoder), linear")
     p.add_argument("--judge-epochs", type=int, default=10, help="the edit probe's judging classifier")
     p.add_argument("--per-class", type=int, default=4, help="the edit probe's held-out sources per class")
+    p.add_argument("--keep", default=None, help="keep the trained noisers in this folder (VARIANT-seedS), for later probes")
     p.add_argument("--results", default="RESULTS.md")
     a = p.parse_args(argv)
     probes = [x for x in a.probes.split(",") if x]
-    if set(probes) - {"edit", "linear"}:
-        p.error(f"--probes takes edit and/or linear, got {a.probes!r}")
+    if set(probes) - set(PROBES):
+        p.error(f"--probes takes {', '.join(PROBES)}, got {a.probes!r}")
+    if "edit-dm" in probes and not a.dm:
+        p.error("--probes edit-dm needs --dm")
 
     cm_cfg = load_run_config(a.cm)
     data = load_data(cm_cfg.data.name, cm_cfg.data.data_dir)
     class_cond = int(cm_cfg.model.backbone.get("num_classes", 0)) > 0
-    if "edit" in probes and not class_cond:
-        p.error("--probes edit needs a class-conditional --cm")
+    if {"edit", "edit-dm"} & set(probes) and not class_cond:
+        p.error("--probes edit and edit-dm need class-conditional models")
+    taken = [run_name(t, a.seed) for t in a.variants.split(",") if a.keep and (Path(a.keep) / run_name(t, a.seed)).exists()]
+    if taken:
+        p.error(f"--keep {a.keep} already holds {', '.join(taken)}; choose another folder")
     cmd = "python benchmarks/noiser_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         for text in a.variants.split(","):
@@ -83,7 +91,7 @@ def main(argv=None):
                                   TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, class_cond=class_cond, seed=a.seed,
                                               ckpt_every=10**9, sample_every=10**9, device="cpu"),
                                   data_name=cm_cfg.data.name, shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset)
-            run = Path(tmp) / f"v{len(text)}_{abs(hash(text)) % 10**6}"
+            run = Path(a.keep or tmp) / run_name(text, a.seed)
             train(cfg, run, show_progress=False, data=data)
             rep = run_recon(run, a.cm, a.dm, num_images=a.num_images, out_dir=Path(tmp) / "probe", timing_repeats=1)
             row = rep["pairings"][0]
@@ -101,18 +109,24 @@ def main(argv=None):
                 extra_cells, extra_header = probe_cells(run, a, probes, Path(tmp) / "probe")
                 cells += extra_cells
                 header += extra_header
-                section = "Noiser recipes on images: latents against their uses (editing, linear probes)"
+                section = f"Noiser recipes on images: latents against their uses ({', '.join(probes)})"
             print(append_row(a.results, section, header + ["command"], cells + [f"`{cmd}`"]), flush=True)
+
+
+def run_name(variant: str, seed: int) -> str:
+    """A folder name for a variant's noiser: 'objective=cd-inversion;teacher=runs/dm' -> 'objective-cd-inversion_teacher-runs_dm-seed0'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", variant.replace("=", "-")) + f"-seed{seed}"
 
 
 def probe_cells(run: Path, a, probes: list[str], out: Path) -> tuple[list[str], list[str]]:
     """The edit and linear probes' headline numbers for one noiser, as row cells and their headers."""
     cells, header = [], []
-    if "edit" in probes:
-        rep = run_edit(run, a.cm, per_class=a.per_class, judge_epochs=a.judge_epochs, out_dir=out / "edit", seed=a.seed)
-        w = rep["sweep"][0]
-        cells += [f"{w['conversion_success']:.3f}", f"{w['ssim_across_targets']:.4f}", f"{rep['prior']['ssim_across_targets']:.4f}"]
-        header += ["edit conversion (CM)", "edit SSIM to source (CM)", "prior-latent SSIM"]
+    for probe, decoder, name in (("edit", a.cm, "CM"), ("edit-dm", a.dm, "DM")):
+        if probe in probes:
+            rep = run_edit(run, decoder, per_class=a.per_class, judge_epochs=a.judge_epochs, out_dir=out / probe, seed=a.seed)
+            w = rep["sweep"][0]
+            cells += [f"{w['conversion_success']:.3f}", f"{w['ssim_across_targets']:.4f}", f"{rep['prior']['ssim_across_targets']:.4f}"]
+            header += [f"edit conversion ({name})", f"edit SSIM to source ({name})", f"prior-latent SSIM ({name})"]
     if "linear" in probes:
         rep = run_linear(run, out_dir=out / "linear")
         for prefix in ("noiser latent", "noiser features"):
