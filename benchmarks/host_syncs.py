@@ -88,8 +88,7 @@ def main(argv=None):
     n = a.steps
 
     def run(steps: int, tmp: str, name: str):
-        a.steps, a.log_every = steps, steps
-        cfg, train_set, test_set = training_run(a)
+        cfg, train_set, test_set = training_run(argparse.Namespace(**{**vars(a), "steps": steps, "log_every": steps}))
         return lambda: train(cfg, Path(tmp) / name, show_progress=False, data=(train_set, test_set))
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,10 +8,10 @@ reconstruction with a fixed consistency model, and appends rows to RESULTS.md.
 With --dm (a diffusion model on the same data), also how close the latents are to
 that model's own PF-ODE inversion (DDIM, 30 Euler steps): relative L2 and cosine,
 which a decoded PSNR barely shows (RESULTS.md, latent sensitivity).
-With --probes edit,linear, also what the latents are for: class-guided editing decoded
-by the CM (conversion success, SSIM to the source across targets) and the linear
-probe of the 1-NFE latent and of the noiser's features, so the two latent measures
-can be checked against the uses they are meant to predict.
+With --probes edit,edit-dm,linear, also what the latents are for: class-guided editing
+decoded by the CM or the DM (conversion success, SSIM to the source across targets, and
+the prior-latent floor) and the linear probe of the 1-NFE latent and of the noiser's
+features, so the two latent measures can be checked against the uses they should predict.
 A variant is `default` or comma-free `key=value` pairs joined by `;` (ObjectiveConfig
 fields, `objective=cd-inversion;teacher=RUN`, or `lr=`).
 """
@@ -29,6 +29,7 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
 from alignlearn.models import load_run_config
 from alignlearn.objectives import ObjectiveConfig
+from alignlearn.probes.classifier import train_judge
 from alignlearn.probes.edit import run_edit
 from alignlearn.probes.linear import run_linear
 from alignlearn.probes.recon import run_recon
@@ -78,12 +79,15 @@ def main(argv=None):
     class_cond = int(cm_cfg.model.backbone.get("num_classes", 0)) > 0
     if {"edit", "edit-dm"} & set(probes) and not class_cond:
         p.error("--probes edit and edit-dm need class-conditional models")
-    taken = [run_name(t, a.seed) for t in a.variants.split(",") if a.keep and (Path(a.keep) / run_name(t, a.seed)).exists()]
+    variants = a.variants.split(",")
+    taken = [run_name(t, a.seed) for t in variants if a.keep and (Path(a.keep) / run_name(t, a.seed)).exists()]
     if taken:
         p.error(f"--keep {a.keep} already holds {', '.join(taken)}; choose another folder")
+    # one judging classifier for every edit: it depends on the data alone
+    judge = train_judge(*data, epochs=a.judge_epochs) if {"edit", "edit-dm"} & set(probes) else None
     cmd = "python benchmarks/noiser_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
-        for text in a.variants.split(","):
+        for text in variants:
             variant = parse_variant(text)
             lr = variant.pop("lr", a.lr)
             objective = variant.pop("objective", "ct-inversion")
@@ -106,7 +110,7 @@ def main(argv=None):
                 header += ["relative L2 to DDIM_Inv", "cosine to DDIM_Inv"]
                 section = "Noiser recipes on images, against a fixed DM's PF-ODE inversion"
             if probes:
-                extra_cells, extra_header = probe_cells(run, a, probes, Path(tmp) / "probe")
+                extra_cells, extra_header = probe_cells(run, a, probes, Path(tmp) / "probe", judge)
                 cells += extra_cells
                 header += extra_header
                 section = f"Noiser recipes on images: latents against their uses ({', '.join(probes)})"
@@ -118,12 +122,12 @@ def run_name(variant: str, seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", variant.replace("=", "-")) + f"-seed{seed}"
 
 
-def probe_cells(run: Path, a, probes: list[str], out: Path) -> tuple[list[str], list[str]]:
+def probe_cells(run: Path, a, probes: list[str], out: Path, judge) -> tuple[list[str], list[str]]:
     """The edit and linear probes' headline numbers for one noiser, as row cells and their headers."""
     cells, header = [], []
     for probe, decoder, name in (("edit", a.cm, "CM"), ("edit-dm", a.dm, "DM")):
         if probe in probes:
-            rep = run_edit(run, decoder, per_class=a.per_class, judge_epochs=a.judge_epochs, out_dir=out / probe, seed=a.seed)
+            rep = run_edit(run, decoder, per_class=a.per_class, out_dir=out / probe, seed=a.seed, judge=judge)
             w = rep["sweep"][0]
             cells += [f"{w['conversion_success']:.3f}", f"{w['ssim_across_targets']:.4f}", f"{rep['prior']['ssim_across_targets']:.4f}"]
             header += [f"edit conversion ({name})", f"edit SSIM to source ({name})", f"prior-latent SSIM ({name})"]

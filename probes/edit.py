@@ -62,7 +62,8 @@ def _consistency_levels(dec: Loaded, refine: int, cm_mid: list[float]) -> list[f
 
 def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_dir=None, per_class: int = 2,
              dm_steps: int = 30, judge_epochs: int = 10, out_dir="edit", device: str = "cpu", grid_guidance: float | None = None,
-             refine: int = 0, refine_lr: float = 0.5, cm_mid=(), seed: int = 0) -> dict:
+             refine: int = 0, refine_lr: float = 0.5, cm_mid=(), seed: int = 0, judge=None) -> dict:
+    """`judge`: a classifier from `train_judge` on the same data, to share one between calls (trained here when None)."""
     n = load_role(noiser, "noiser", "noiser", device)
     if n is None:
         raise UserError("--noiser is required")
@@ -86,7 +87,7 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     # sources: the first `per_class` held-out images of each class
     idx = torch.cat([torch.nonzero(test.labels == c).flatten()[:per_class] for c in range(K)])
     x0, y0 = test.images[idx].to(device), test.labels[idx].to(device)
-    judge = train_judge(train, test, epochs=judge_epochs, device=device)
+    judge = judge if judge is not None else train_judge(train, test, epochs=judge_epochs, device=device)
 
     z = encode(n.model, x0, eps=n.model.eps, labels=y0)
     if refine:
