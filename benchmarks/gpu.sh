@@ -52,7 +52,20 @@ if [ "$DEVICE" = cuda ]; then
   $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null || { echo "install failed"; exit 1; }
 fi
 
+train_summary() {  # the train stage's variants side by side, from their JSON files (also after a cut)
+  $PY - "$WORK" <<'PY'
+import json, sys
+from pathlib import Path
+print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s} {'CUDA-graph skips':>16s}")
+for f in sorted(Path(sys.argv[1]).glob("train_*.json")):
+    r = json.loads(f.read_text())
+    print(f"{f.stem[6:]:8s} {r.get('variant', ''):60s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} "
+          f"{r['first_interval_s']:8.1f} {r.get('cudagraph_skips', ''):>16}")
+PY
+}
+
 finish() {
+  [ "$STAGE" = train ] && train_summary
   tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude=export --exclude=bench_run --exclude=cifar_run --exclude=rgb32 . 2>/dev/null
   for r in noiser cm dm; do
     [ -d "$WORK/recon/runs/$r" ] && tar czf "$OUT/run_$r.tgz" -C "$WORK/recon/runs" "$r"
@@ -60,6 +73,9 @@ finish() {
   return 0
 }
 trap finish EXIT
+# A time limit (`timeout N bash benchmarks/gpu.sh`) signals the whole process group, the log's tee with it:
+# write to the log file directly, then pack what the finished steps left.
+trap 'exec >>"$LOG" 2>&1; trap - EXIT; echo "=== stopped by a signal at ${SECONDS} s"; finish; exit 143' TERM INT
 
 measure_peak() {
   $PY - <<'PY' | tee "$WORK/peak.txt"
@@ -157,14 +173,16 @@ if [ "$STAGE" = train ]; then
   # too); CG with CUDA graphs (inductor's cudagraph trees: one launch per graph); LOCG both; LOCG2 both at
   # twice the batch; LOCGR both with inductor's own dropout RNG (fallback_random off: dropout fused into its
   # kernels, 2.5 GB less traffic a step by benchmarks/traffic_bound.py, if the two passes' masks still agree);
-  # A again last, for the run-to-run spread; then which lines of the loop make the host wait for the GPU
-  # (syncs.txt: slow launches and a sync per step both leave a step host-bound). Their graphs are compiled at once in a
-  # warm-up wave (the inductor cache then serves the timed runs one at a time); A's and LO's warm-up logs
-  # keep inductor's generated code (TORCH_LOGS=output_code: each convolution_backward's argument strides,
-  # read offline). Then profiles of LO and A (device time, idle share, and the launch sites of the ATen
-  # copies with their strides), whether the online and target passes share their dropout mask (LOCG, A, LOCGR),
-  # LOCGG (LOCG with per-channel GroupNorm statistics: contiguous reads in channels-last memory), and
-  # CW (inductor's C++ wrapper) last, compiling in its own run, so a command cut at its limit loses only CW.
+  # Arepeat (A again, for the run-to-run spread). Ordered by what they tell, so a command cut at its limit
+  # (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written) loses the least:
+  # A, LOCG, CG, LO; then which lines of the loop make the host wait for the GPU (syncs.txt: slow launches and
+  # a sync per step both leave a step host-bound); Arepeat, LOCGR, LOCG2 (its batch compiles in its own run);
+  # whether the online and target passes share their dropout mask (LOCG, A, LOCGR); profiles of LO and A
+  # (device time, idle share, the launch sites of the ATen copies with their strides); LOCGG (LOCG with
+  # per-channel GroupNorm statistics) and CW (inductor's C++ wrapper, compiling in its own run) last.
+  # The graphs of A, LO, CG, LOCG and LOCGR are compiled at once in a warm-up wave (the inductor cache then
+  # serves the timed runs one at a time); A's and LO's warm-up logs keep inductor's generated code
+  # (TORCH_LOGS=output_code: each convolution_backward's argument strides, read offline).
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -198,28 +216,21 @@ if [ "$STAGE" = train ]; then
     step "profile-$1" $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
       --steps 10 --device "$DEVICE" --compile "${args[@]}" --top 30 --out "$WORK/profile_compiled_$1.txt"
   }
-  step warm warm A LO CG LOCG LOCG2 LOCGR
-  for k in A LO CG LOCG LOCG2 LOCGR Arepeat; do timed $k; done
+  step warm warm A LO CG LOCG LOCGR
+  # most telling first, so a cut at the time limit costs the least: the default, both changes, each alone
+  for k in A LOCG CG LO; do timed $k; done
   # host-bound by slow launches or by a sync per step? (the latter stays host-bound under CUDA graphs too)
   step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile \
     --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt"
-  profile LO
+  for k in Arepeat LOCGR LOCG2; do timed $k; done
   # channels-last as in training: inductor's layout heuristic differs between the two passes' graphs
   step masks-LOCG $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG | tee -a "$WORK/masks.txt"
   step masks-A $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last | tee -a "$WORK/masks.txt"
   step masks-LOCGR $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG $R | tee -a "$WORK/masks.txt"
+  profile LO
   profile A
   timed LOCGG
   timed CW
-  $PY - "$WORK" <<'PY'
-import json, sys
-from pathlib import Path
-print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s} {'CUDA-graph skips':>16s}")
-for f in sorted(Path(sys.argv[1]).glob("train_*.json")):
-    r = json.loads(f.read_text())
-    print(f"{f.stem[6:]:8s} {r.get('variant', ''):60s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} "
-          f"{r['first_interval_s']:8.1f} {r.get('cudagraph_skips', ''):>16}")
-PY
 fi
 
 if [ "$STAGE" = recon ] || [ "$STAGE" = all ]; then
