@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True
     compile: bool = False
+    cuda_graphs: bool = False  # the compiled passes as CUDA graphs (trainer.CUDA_GRAPH_OPTIONS); needs compile, one GPU
     channels_last: bool = True
     group_norm: str = "native"  # how GroupNorm computes its statistics (networks/norm.py); same function
     log_every: int = 25
@@ -72,6 +73,8 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if self.group_norm not in GROUP_NORMS:
             raise UserError(f"unknown --group-norm {self.group_norm!r}; choose from {', '.join(GROUP_NORMS)}")
+        if self.cuda_graphs and not self.compile:
+            raise UserError("--cuda-graphs needs --compile: the graphs are captured from the compiled passes")
         if self.time_budget_s < 0:
             raise UserError(f"--time-budget must be positive (seconds), got {self.time_budget_s}")
 

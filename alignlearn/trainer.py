@@ -128,10 +128,17 @@ class _StopFlag:
 # varies these (--inductor KEY=VALUE) to measure alternatives.
 INDUCTOR_OPTIONS: dict = {"fallback_random": True}
 
+# --cuda-graphs. The compiled step is host-bound without them (the GPU idles between launches: session 5's
+# profile). force_layout_optimization keeps channels-last buffers between the convolutions of the training
+# graphs too, where inductor's heuristic turns that off (benchmarks/layout_decision.py) and cuDNN then converts
+# layouts in 74 copies a step; it only pays once the launches are out of the way (RESULTS.md, 2026-11-27).
+CUDA_GRAPH_OPTIONS: dict = {"triton.cudagraphs": True, "force_layout_optimization": True}
 
-def compile_for_training(net: torch.nn.Module) -> torch.nn.Module:
+
+def compile_for_training(net: torch.nn.Module, cuda_graphs: bool = False) -> torch.nn.Module:
     """torch.compile with the trainer's inductor settings, scoped to this module's graphs."""
-    return torch.compile(net, options=dict(INDUCTOR_OPTIONS))
+    options = {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graphs else {})}
+    return torch.compile(net, options=options)
 
 
 def _lr_at(step: int, lr: float, warmup: int) -> float:
@@ -175,6 +182,10 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     barrier(info)
     if tc.batch_size % info.world_size:
         raise UserError(f"--batch-size {tc.batch_size} must be divisible by the {info.world_size} processes")
+    if tc.cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA device, got {device.type}")
+    if tc.cuda_graphs and info.enabled:  # DDP's gradient hooks inside captured graphs: not tried yet
+        raise UserError("--cuda-graphs runs on one GPU for now; drop it under torchrun")
 
     train_set, test_set = data if data is not None else load_data(cfg.data.name, cfg.data.data_dir, cfg.data.image_size)
     if len(train_set) == 0:
@@ -213,8 +224,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     net = DistributedDataParallel(raw, device_ids=[device.index] if on_gpu else None) if info.enabled else raw
     target_net = target_ema if target_ema is not None else net
     if tc.compile:
-        net = compile_for_training(net)
-        target_net = compile_for_training(target_net) if target_ema is not None else net
+        net = compile_for_training(net, tc.cuda_graphs)
+        target_net = compile_for_training(target_net, tc.cuda_graphs) if target_ema is not None else net
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (tc.bf16 and on_gpu) else nullcontext()
 
     x_all = train_set.images[info.rank :: info.world_size].to(device)

@@ -60,6 +60,7 @@ def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) ->
     p.add_argument("--log-every", type=int, default=log_every)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graphs", action="store_true", help="the trainer's --cuda-graphs (with --compile, one GPU)")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
     p.add_argument("--group-norm", default="native", help="native | per-channel (alignlearn/networks/norm.py)")
@@ -90,7 +91,8 @@ def apply_inductor_options(pairs: list[str]) -> None:
 
 def variant(a: argparse.Namespace, dev: str) -> str:
     """The precision column: what this run changed from the trainer's defaults."""
-    base = ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "")
+    base = ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "") + (
+        " + CUDA graphs" if a.cuda_graphs else "")
     extras = (["NCHW"] if a.no_channels_last and dev != "cpu" else []) + (
         [f"{a.group_norm} GroupNorm"] if a.group_norm != "native" else []) + a.inductor
     return ", ".join([base] + extras)
@@ -101,7 +103,7 @@ def training_run(a: argparse.Namespace):
     apply_inductor_options(a.inductor)
     train_set, test_set = load_data(a.data, a.data_dir)
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
-                     channels_last=not a.no_channels_last, group_norm=a.group_norm, log_every=a.log_every,
+                     cuda_graphs=a.cuda_graphs, channels_last=not a.no_channels_last, group_norm=a.group_norm, log_every=a.log_every,
                      ckpt_every=10**9, sample_every=10**9)
     cfg = make_run_config(ObjectiveConfig(a.objective), tc, data_name=a.data, shape=train_set.shape,
                           num_classes=train_set.num_classes, preset=a.preset)

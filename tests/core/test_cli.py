@@ -74,6 +74,14 @@ def test_unknown_recipe_option(tmp_path):
     assert_clean_error(run_cli("train", "--out", str(tmp_path / "r"), "--weighting", "cubic"), "unknown weighting")
 
 
+def test_cuda_graphs_refused_where_they_cannot_run(tmp_path):
+    out = tmp_path / "r"
+    assert_clean_error(run_cli("train", "--out", str(out), "--cuda-graphs"), "--cuda-graphs needs --compile")
+    assert_clean_error(run_cli("train", "--out", str(out), "--compile", "--cuda-graphs", "--device", "cpu"),
+                       "--cuda-graphs needs a CUDA device")
+    assert not (out / "config.json").exists()  # a refused command leaves no run behind
+
+
 def test_train_and_force_replace(tmp_path):
     out = tmp_path / "r"
     ok = run_cli("train", "--out", str(out), "--steps", "3", "--batch-size", "8", "--quiet")

@@ -155,6 +155,21 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
         assert torch.allclose(compiled(x, t, None), model(x, t, None), atol=1e-5)
 
 
+def test_cuda_graphs_compile_with_the_measured_options(monkeypatch):
+    """--cuda-graphs adds exactly the settings RESULTS.md measured (CUDA graphs and forced channels-last
+    layouts) on top of the trainer's, and leaves the shared dropout mask's fallback_random in place."""
+    import alignlearn.trainer as trainer
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda net, options: seen.append(options) or net)
+    net = torch.nn.Linear(2, 2)
+    trainer.compile_for_training(net)
+    trainer.compile_for_training(net, cuda_graphs=True)
+    assert seen == [{"fallback_random": True},
+                    {"fallback_random": True, "triton.cudagraphs": True, "force_layout_optimization": True}]
+    assert trainer.INDUCTOR_OPTIONS == {"fallback_random": True}  # module settings untouched
+
+
 def test_each_step_is_one_cuda_graph_generation(tmp_path, monkeypatch):
     """Inductor's cudagraph trees start a new generation, freeing the previous calls' outputs, at a compiled call
     with no backward pending: without a mark, the online pass would free the target pass's output before the
@@ -164,7 +179,7 @@ def test_each_step_is_one_cuda_graph_generation(tmp_path, monkeypatch):
     events = []
 
     class Traced(torch.nn.Module):  # stands in for the compiled module: the call order is what is tested
-        def __init__(self, module):
+        def __init__(self, module, cuda_graphs=False):
             super().__init__()
             self.module = module
 
