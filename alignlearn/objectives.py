@@ -78,6 +78,14 @@ def _replay_rng(device: torch.device):
     return torch.random.fork_rng(devices=[device.index or 0], device_type=device.type)
 
 
+def _upload(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to `device` without making the host wait: a plain copy from pageable memory drains the GPU's
+    queue (benchmarks/host_syncs.py found it at every change of N(k) on an H100)."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 class ConsistencyPairLoss:
     """Shared by `ct` and `ct-inversion`: Algorithm 1's adjacent pair on one trajectory.
 
@@ -103,7 +111,7 @@ class ConsistencyPairLoss:
             c = self.cfg
             t = karras_sigmas(N, c.eps, c.T, c.rho)
             p = index_probs(t, c.scale_distribution, c.p_mean, c.p_std)
-            self._grids[key] = (t.float().to(device), p.float().to(device))
+            self._grids[key] = (_upload(t.float(), device), _upload(p.float(), device))
         return self._grids[key]
 
     def pair(self, x0: torch.Tensor, step: int, labels=None):

@@ -1,6 +1,7 @@
 """Do the compiled online pass and the compiled target pass draw the same dropout mask?
 
     python benchmarks/dropout_masks.py --device cuda --inductor fallback_random=false
+    python benchmarks/dropout_masks.py --device cuda --channels-last --cuda-graphs
 
 iCT's target pass replays the RNG state of the online pass so both drop the same units. The trainer
 compiles both with inductor's fallback_random (eager PyTorch's random numbers). Without it, inductor
@@ -18,7 +19,7 @@ import torch
 
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
-from alignlearn.trainer import INDUCTOR_OPTIONS, compile_for_training
+from alignlearn.trainer import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS, compile_for_training
 from throughput import add_inductor_option, apply_inductor_options
 
 
@@ -28,6 +29,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels-last", action="store_true",
                    help="weights and input in channels-last memory, as the trainer keeps them on the GPU")
+    p.add_argument("--cuda-graphs", action="store_true", help="compile as the trainer's --cuda-graphs does")
     add_inductor_option(p)
     a = p.parse_args(argv)
     apply_inductor_options(a.inductor)
@@ -43,20 +45,24 @@ def main(argv=None):
     if a.channels_last:  # inductor picks each graph's buffer layouts by its own heuristic: the two passes may differ
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     target = copy.deepcopy(net).requires_grad_(False).train()
-    online_c, target_c = compile_for_training(net), compile_for_training(target)
+    online_c, target_c = compile_for_training(net, a.cuda_graphs), compile_for_training(target, a.cuda_graphs)
     worst = fresh = 0.0
     for _ in range(3):
         torch.compiler.cudagraph_mark_step_begin()  # as the trainer does: one CUDA-graph generation per step
         with torch.no_grad(), _replay_rng(dev):
-            y_target = target_c(x, t)
+            y_target = target_c(x, t).clone()  # read again in the next generation
         y_online = online_c(x, t)
         y_online.square().mean().backward()
-        worst = max(worst, (y_online - y_target).abs().max().item())
+        worst = max(worst, (y_online.detach() - y_target).abs().max().item())
+        # the fresh mask in a generation of its own: a third call in the step's generation, after its
+        # backward, stopped the next step's backward under CUDA graphs ("output overwritten", H100, 2026-11-27)
+        torch.compiler.cudagraph_mark_step_begin()
         with torch.no_grad():
             fresh = max(fresh, (target_c(x, t) - y_target).abs().max().item())
     same = worst < 1e-2 * max(fresh, 1e-12)  # one differently dropped unit moves the output by O(fresh)
     layout = "channels-last, " if a.channels_last else ""
-    print(f"{a.preset}, {layout}inductor {INDUCTOR_OPTIONS}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
+    options = {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if a.cuda_graphs else {})}
+    print(f"{a.preset}, {layout}inductor {options}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
           f"{'same mask' if same else 'DIFFERENT masks'}")
 
 

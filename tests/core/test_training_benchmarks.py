@@ -164,7 +164,7 @@ def test_traffic_bound_runs_on_a_preset(traffic_bound):
     assert 0 < likely["peak_fraction"] < floor["peak_fraction"]
 
 
-def test_host_syncs_tell_per_step_sites_from_the_run_end(monkeypatch):
+def test_host_syncs_tell_per_step_sites_from_one_off_ones(monkeypatch):
     import warnings
 
     import torch
@@ -189,5 +189,5 @@ def test_host_syncs_tell_per_step_sites_from_the_run_end(monkeypatch):
     assert "warnings.warn(host_syncs.SYNC_MESSAGE)" in per_step and "<-" not in per_step
     assert sum(short.values()) == 3 and sum(long.values()) == 5  # the unrelated warning is not counted
     text = host_syncs.table(short, long, 2)
-    assert "1 site(s) sync during the steps" in text and "per step" in text and "run end" in text
+    assert "1 site(s) sync during the steps" in text and "per step" in text and "once" in text
     sys.modules.pop("host_syncs", None)
