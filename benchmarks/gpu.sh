@@ -164,43 +164,33 @@ PY
 }
 
 if [ "$STAGE" = train ]; then
-  # Issue 2: the compiled training step of the mnist preset, side by side. Session 5 (H100) found the
-  # compiled step host-bound (the GPU idle between kernels) and, in its profile, 74 ATen copies per step
-  # (7.3 ms) launched inside convolution_backward. Session 7 found on the CPU that inductor's
-  # heuristic turns its channels-last layout optimisation off for the training graphs (the UNet's decoder
-  # convolutions have in >= 2 x out channels) and on for the no-grad target pass. Variants: A the
-  # trainer's default; LO with force_layout_optimization (channels-last buffers in the training graphs
-  # too); CG with CUDA graphs (inductor's cudagraph trees: one launch per graph); LOCG both; LOCG2 both at
-  # twice the batch; LOCGR both with inductor's own dropout RNG (fallback_random off: dropout fused into its
-  # kernels, 2.5 GB less traffic a step by benchmarks/traffic_bound.py, if the two passes' masks still agree);
-  # Arepeat (A again, for the run-to-run spread). Ordered by what they tell, so a command cut at its limit
-  # (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written) loses the least:
-  # A, LOCG, CG, LO; then which lines of the loop make the host wait for the GPU (syncs.txt: slow launches and
-  # a sync per step both leave a step host-bound); Arepeat, LOCGR, LOCG2 (its batch compiles in its own run);
-  # whether the online and target passes share their dropout mask (LOCG, A, LOCGR); profiles of LO and A
-  # (device time, idle share, the launch sites of the ATen copies with their strides); LOCGG (LOCG with
-  # per-channel GroupNorm statistics) and CW (inductor's C++ wrapper, compiling in its own run) last.
-  # The graphs of A, LO, CG, LOCG and LOCGR are compiled at once in a warm-up wave (the inductor cache then
-  # serves the timed runs one at a time); A's and LO's warm-up logs keep inductor's generated code
-  # (TORCH_LOGS=output_code: each convolution_backward's argument strides, read offline).
+  # Issue 2: the compiled training step of the mnist preset. Session 11 (H100, RESULTS.md) measured the
+  # default compiled step at 7,044-7,993 img/s, with inductor's CUDA graphs 11,196, with CUDA graphs and
+  # forced channels-last layouts 12,729 (19.3% of the measured peak): the trainer's --cuda-graphs (G), off by
+  # default until this stage shows on a GPU that the online and target passes still share their dropout mask
+  # under it (masks.txt). Ordered by what they tell, so a command cut at its limit (`timeout N bash
+  # benchmarks/gpu.sh`: the summary and reports.tgz are still written) loses the least: the mask check; A
+  # and G side by side, each twice (the run-to-run spread); which lines of the loop make the host wait for
+  # the GPU under G (syncs.txt); G at twice the batch (G2: its shapes compile in their own run); G with
+  # per-channel GroupNorm statistics (GG); a profile of the step with G's layouts but no graphs (profiles see
+  # no launching op inside a graph): the device time that is left. The graphs are compiled first, in a
+  # warm-up wave of 2-step runs (at batch 512 a CUDA-graph process holds ~18 GB: five at once ran out of
+  # memory in session 11 after compiling), so the inductor cache serves the timed runs.
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
   PEAK=$(cat "$WORK/peak.txt" 2>/dev/null)
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
-  CG="--inductor triton.cudagraphs=true"
+  G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
-  R="--inductor fallback_random=false"
-  declare -A V=([A]="" [LO]="$LO" [CG]="$CG" [LOCG]="$LO $CG" [LOCG2]="$LO $CG" [LOCGR]="$LO $CG $R" [Arepeat]=""
-                [LOCGG]="$LO $CG --group-norm per-channel" [CW]="--inductor cpp_wrapper=true")
-  declare -A BS=([LOCG2]=$((2 * BATCH)))
-  declare -A LOGS=([A]=output_code [LO]=output_code)  # an empty TORCH_LOGS is an error: set only where wanted
-  warm() {  # warm KEY...: compile the variants' graphs concurrently (3 steps each), logs in $WORK/warm_KEY.log
+  declare -A V=([A]="" [G]="$G" [Arepeat]="" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel")
+  declare -A BS=([G2]=$((2 * BATCH)))
+  warm() {  # warm KEY...: compile the variants' graphs concurrently (2 steps each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
       read -r -a args <<< "${V[$k]}"
-      env ${LOGS[$k]:+TORCH_LOGS=${LOGS[$k]}} $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 3 --log-every 1 \
+      $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 2 --log-every 1 \
         --results "$WORK/warm.md" > "$WORK/warm_$k.log" 2>&1 &
       pids+=($!)
     done
@@ -211,26 +201,16 @@ if [ "$STAGE" = train ]; then
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
-  profile() {  # profile KEY: the variant's profile (no CUDA graphs: their kernels have no launching op)
-    read -r -a args <<< "${V[$1]}"
-    step "profile-$1" $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
-      --steps 10 --device "$DEVICE" --compile "${args[@]}" --top 30 --out "$WORK/profile_compiled_$1.txt"
-  }
-  step warm warm A LO CG LOCG LOCGR
-  # most telling first, so a cut at the time limit costs the least: the default, both changes, each alone
-  for k in A LOCG CG LO; do timed $k; done
-  # host-bound by slow launches or by a sync per step? (the latter stays host-bound under CUDA graphs too)
-  step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile \
+  step warm warm A G GG
+  # the precondition for G as the default: the two passes' masks agree (channels-last, as in training)
+  step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G | tee -a "$WORK/masks.txt"
+  for k in A G Arepeat Grepeat; do timed $k; done
+  step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $G \
     --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt"
-  for k in Arepeat LOCGR LOCG2; do timed $k; done
-  # channels-last as in training: inductor's layout heuristic differs between the two passes' graphs
-  step masks-LOCG $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG | tee -a "$WORK/masks.txt"
-  step masks-A $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last | tee -a "$WORK/masks.txt"
-  step masks-LOCGR $PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $LO $CG $R | tee -a "$WORK/masks.txt"
-  profile LO
-  profile A
-  timed LOCGG
-  timed CW
+  timed G2
+  timed GG
+  step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
+    --steps 10 --device "$DEVICE" --compile $LO --top 30 --out "$WORK/profile_compiled_LO.txt"
 fi
 
 if [ "$STAGE" = recon ] || [ "$STAGE" = all ]; then
