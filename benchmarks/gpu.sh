@@ -170,12 +170,15 @@ if [ "$STAGE" = train ]; then
   # default until this stage shows on a GPU that the online and target passes still share their dropout mask
   # under it (masks.txt). Ordered by what they tell, so a command cut at its limit (`timeout N bash
   # benchmarks/gpu.sh`: the summary and reports.tgz are still written) loses the least: the mask check; A
-  # and G side by side, each twice (the run-to-run spread); which lines of the loop make the host wait for
-  # the GPU under G (syncs.txt); G at twice the batch (G2: its shapes compile in their own run); G with
+  # and G side by side, G twice (its run-to-run spread; A's was 12-13% in sessions 5 and 11); which lines of the loop make the host wait for
+  # the GPU under G (syncs.txt); G at twice the batch (G2); G with
   # per-channel GroupNorm statistics (GG); a profile of the step with G's layouts but no graphs (profiles see
-  # no launching op inside a graph): the device time that is left. The graphs are compiled first, in a
-  # warm-up wave of 2-step runs (at batch 512 a CUDA-graph process holds ~18 GB: five at once ran out of
-  # memory in session 11 after compiling), so the inductor cache serves the timed runs.
+  # no launching op inside a graph): the device time that is left; and inductor's own per-kernel report
+  # for those layouts (TORCHINDUCTOR_PROFILE: each Triton kernel timed alone, with the bytes it moves, so
+  # the GB/s each reaches against the copy bandwidth; kernel_bw.txt). The graphs are compiled first, in a
+  # warm-up wave of 1-step runs, so the inductor cache serves the timed runs (one step compiles every pass;
+  # cudagraph trees record from a function's second call on, and at batch 512 a graphed process held ~18.5 GB:
+  # five at once ran out of memory in session 11).
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -184,13 +187,13 @@ if [ "$STAGE" = train ]; then
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
-  declare -A V=([A]="" [G]="$G" [Arepeat]="" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel")
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel")
   declare -A BS=([G2]=$((2 * BATCH)))
-  warm() {  # warm KEY...: compile the variants' graphs concurrently (2 steps each), logs in $WORK/warm_KEY.log
+  warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
       read -r -a args <<< "${V[$k]}"
-      $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 2 --log-every 1 \
+      $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 1 --log-every 1 \
         --results "$WORK/warm.md" > "$WORK/warm_$k.log" 2>&1 &
       pids+=($!)
     done
@@ -201,16 +204,19 @@ if [ "$STAGE" = train ]; then
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
-  step warm warm A G GG
+  step warm warm A G GG G2
   # the precondition for G as the default: the two passes' masks agree (channels-last, as in training)
   step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G | tee -a "$WORK/masks.txt"
-  for k in A G Arepeat Grepeat; do timed $k; done
+  for k in A G Grepeat; do timed $k; done
   step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $G \
     --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt"
   timed G2
   timed GG
   step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
     --steps 10 --device "$DEVICE" --compile $LO --top 30 --out "$WORK/profile_compiled_LO.txt"
+  # its own compile (the benchmarking harness changes the generated code); two steps are enough
+  step kernel-bw env TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$WORK/kernel_bw.txt" $PY "${T[@]}" $LO \
+    --batch-size "$BATCH" --steps 2 --log-every 1 --results "$WORK/kernel_bw.md"
 fi
 
 if [ "$STAGE" = recon ] || [ "$STAGE" = all ]; then
