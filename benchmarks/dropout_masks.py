@@ -54,8 +54,8 @@ def main(argv=None):
         y_online = online_c(x, t)
         y_online.square().mean().backward()
         worst = max(worst, (y_online.detach() - y_target).abs().max().item())
-        # the fresh mask in a generation of its own: a third call in the step's generation, after its
-        # backward, stopped the next step's backward under CUDA graphs ("output overwritten", H100, 2026-11-27)
+        # the fresh mask in a generation of its own: with it as a third call in the step's generation, after
+        # the backward, the next step's backward failed under CUDA graphs ("output overwritten", H100, 2026-11-27)
         torch.compiler.cudagraph_mark_step_begin()
         with torch.no_grad():
             fresh = max(fresh, (target_c(x, t) - y_target).abs().max().item())
