@@ -168,17 +168,23 @@ if [ "$STAGE" = train ]; then
   # default compiled step at 7,044-7,993 img/s, with inductor's CUDA graphs 11,196, with CUDA graphs and
   # forced channels-last layouts 12,729 (19.3% of the measured peak): the trainer's --cuda-graphs (G), off by
   # default until this stage shows on a GPU that the online and target passes still share their dropout mask
-  # under it (masks.txt). Ordered by what they tell, so a command cut at its limit (`timeout N bash
-  # benchmarks/gpu.sh`: the summary and reports.tgz are still written) loses the least: the mask check; A
-  # and G side by side, G twice (its run-to-run spread; A's was 12-13% in sessions 5 and 11); which lines of the loop make the host wait for
-  # the GPU under G (syncs.txt); G at twice the batch (G2); G with
-  # per-channel GroupNorm statistics (GG); a profile of the step with G's layouts but no graphs (profiles see
-  # no launching op inside a graph): the device time that is left; and inductor's own per-kernel report
-  # for those layouts (TORCHINDUCTOR_PROFILE: each Triton kernel timed alone, with the bytes it moves, so
-  # the GB/s each reaches against the copy bandwidth; kernel_bw.txt). The graphs are compiled first, in a
-  # warm-up wave of 1-step runs, so the inductor cache serves the timed runs (one step compiles every pass;
-  # cudagraph trees record from a function's second call on, and at batch 512 a graphed process held ~18.5 GB:
-  # five at once ran out of memory in session 11).
+  # under it. TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
+  # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
+  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GG"):
+  #   warm       the graphs of A, G, G2 and LO compiled at once in 1-step runs, so the inductor cache serves
+  #              the later runs (one step compiles every pass; cudagraph trees record from a function's second
+  #              call on: at batch 512 a graphed process held ~18.5 GB, and five at once ran out of memory)
+  #   masks      do the online and target passes share their dropout mask under G? (masks.txt)
+  #   A, G       the default and --cuda-graphs, side by side (A's run-to-run spread: 12-13%, sessions 5 and 11)
+  #   syncs      which lines of the loop make the host wait for the GPU under G (syncs.txt)
+  #   profile    the step with G's layouts but no graphs (a profile sees no launching op inside a graph): the
+  #              device time that is left, by kernel (profile_compiled_LO.txt)
+  #   G2         G at twice the batch;  Grepeat  G again, for its spread
+  #   kernel-bw  inductor's own per-kernel report for those layouts (TORCHINDUCTOR_PROFILE: each Triton kernel
+  #              timed alone, with the bytes it moves: the GB/s each reaches against the copy bandwidth;
+  #              kernel_bw.txt; its own compile, since the benchmarking harness changes the generated code)
+  #   GG         G with per-channel GroupNorm statistics (its own compile)
+  TRAIN_STEPS=${TRAIN_STEPS:-warm masks A G syncs profile G2 Grepeat kernel-bw GG}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -187,7 +193,7 @@ if [ "$STAGE" = train ]; then
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel")
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel" [LO]="$LO")
   declare -A BS=([G2]=$((2 * BATCH)))
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
@@ -204,19 +210,20 @@ if [ "$STAGE" = train ]; then
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
-  step warm warm A G GG G2
-  # the precondition for G as the default: the two passes' masks agree (channels-last, as in training)
-  step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G | tee -a "$WORK/masks.txt"
-  for k in A G Grepeat; do timed $k; done
-  step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $G \
-    --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt"
-  timed G2
-  timed GG
-  step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --batch-size "$BATCH" \
-    --steps 10 --device "$DEVICE" --compile $LO --top 30 --out "$WORK/profile_compiled_LO.txt"
-  # its own compile (the benchmarking harness changes the generated code); two steps are enough
-  step kernel-bw env TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$WORK/kernel_bw.txt" $PY "${T[@]}" $LO \
-    --batch-size "$BATCH" --steps 2 --log-every 1 --results "$WORK/kernel_bw.md"
+  for s in $TRAIN_STEPS; do
+    case $s in
+      warm) step warm warm A G G2 LO ;;
+      masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
+               | tee -a "$WORK/masks.txt" ;;
+      syncs) step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" \
+               --compile $G --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt" ;;
+      profile) step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" \
+                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $LO --top 30 --out "$WORK/profile_compiled_LO.txt" ;;
+      kernel-bw) step kernel-bw env TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$WORK/kernel_bw.txt" \
+                   $PY "${T[@]}" $LO --batch-size "$BATCH" --steps 2 --log-every 1 --results "$WORK/kernel_bw.md" ;;
+      *) if [[ -v V[$s] ]]; then timed "$s"; else echo "=== unknown TRAIN_STEPS entry: $s"; fi ;;
+    esac
+  done
 fi
 
 if [ "$STAGE" = recon ] || [ "$STAGE" = all ]; then
