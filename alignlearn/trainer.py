@@ -183,7 +183,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     if tc.batch_size % info.world_size:
         raise UserError(f"--batch-size {tc.batch_size} must be divisible by the {info.world_size} processes")
     if tc.cuda_graphs and device.type != "cuda":
-        raise UserError(f"--cuda-graphs needs a CUDA device, got {device.type}")
+        where = "; this run was started with it, so resume it on a GPU" if resume else ""
+        raise UserError(f"--cuda-graphs needs a CUDA device, got {device.type}{where}")
     if tc.cuda_graphs and info.enabled:  # DDP's gradient hooks inside captured graphs: not tried yet
         raise UserError("--cuda-graphs runs on one GPU for now; drop it under torchrun")
 

@@ -82,6 +82,19 @@ def test_cuda_graphs_refused_where_they_cannot_run(tmp_path):
     assert not (out / "config.json").exists()  # a refused command leaves no run behind
 
 
+def test_resuming_a_cuda_graph_run_on_a_cpu_says_where_to_resume(tmp_path, a_run):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(a_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"].update(compile=True, cuda_graphs=True, device="cpu")
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert_clean_error(run_cli("train", "--out", str(run), "--resume", "--steps", "8"), "resume it on a GPU")
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}  # the run is untouched
+
+
 def test_train_and_force_replace(tmp_path):
     out = tmp_path / "r"
     ok = run_cli("train", "--out", str(out), "--steps", "3", "--batch-size", "8", "--quiet")
