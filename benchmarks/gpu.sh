@@ -184,7 +184,9 @@ if [ "$STAGE" = train ]; then
   #              timed alone, with the bytes it moves: the GB/s each reaches against the copy bandwidth;
   #              kernel_bw.txt; its own compile, since the benchmarking harness changes the generated code)
   #   GG         G with per-channel GroupNorm statistics (its own compile)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm masks A G syncs profile G2 Grepeat kernel-bw GG}
+  #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300
+  #              weight casts and its small bias-gradient reductions; its own compile)
+  TRAIN_STEPS=${TRAIN_STEPS:-warm masks A G syncs profile G2 Grepeat kernel-bw GG GC}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -193,7 +195,8 @@ if [ "$STAGE" = train ]; then
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel" [LO]="$LO")
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel" [LO]="$LO"
+                [GC]="$G --inductor combo_kernels=true")
   declare -A BS=([G2]=$((2 * BATCH)))
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
