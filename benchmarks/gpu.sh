@@ -186,7 +186,9 @@ if [ "$STAGE" = train ]; then
   #   GG         G with per-channel GroupNorm statistics (its own compile)
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300
   #              weight casts and its small bias-gradient reductions; its own compile)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm masks A G syncs profile G2 Grepeat kernel-bw GG GC}
+  #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
+  #              normalisation reductions; a compile of minutes, so last)
+  TRAIN_STEPS=${TRAIN_STEPS:-warm masks A G syncs profile G2 Grepeat kernel-bw GG GC GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -196,7 +198,7 @@ if [ "$STAGE" = train ]; then
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
   declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel" [LO]="$LO"
-                [GC]="$G --inductor combo_kernels=true")
+                [GC]="$G --inductor combo_kernels=true" [GT]="$G --inductor coordinate_descent_tuning=true")
   declare -A BS=([G2]=$((2 * BATCH)))
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
