@@ -135,10 +135,14 @@ INDUCTOR_OPTIONS: dict = {"fallback_random": True}
 CUDA_GRAPH_OPTIONS: dict = {"triton.cudagraphs": True, "force_layout_optimization": True}
 
 
+def training_inductor_options(cuda_graphs: bool = False) -> dict:
+    """The inductor settings of the trainer's compiled passes, with or without --cuda-graphs."""
+    return {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graphs else {})}
+
+
 def compile_for_training(net: torch.nn.Module, cuda_graphs: bool = False) -> torch.nn.Module:
     """torch.compile with the trainer's inductor settings, scoped to this module's graphs."""
-    options = {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graphs else {})}
-    return torch.compile(net, options=options)
+    return torch.compile(net, options=training_inductor_options(cuda_graphs))
 
 
 def _lr_at(step: int, lr: float, warmup: int) -> float:

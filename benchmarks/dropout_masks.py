@@ -19,7 +19,7 @@ import torch
 
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
-from alignlearn.trainer import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS, compile_for_training
+from alignlearn.trainer import compile_for_training, training_inductor_options
 from throughput import add_inductor_option, apply_inductor_options
 
 
@@ -61,8 +61,7 @@ def main(argv=None):
             fresh = max(fresh, (target_c(x, t) - y_target).abs().max().item())
     same = worst < 1e-2 * max(fresh, 1e-12)  # one differently dropped unit moves the output by O(fresh)
     layout = "channels-last, " if a.channels_last else ""
-    options = {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if a.cuda_graphs else {})}
-    print(f"{a.preset}, {layout}inductor {options}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
+    print(f"{a.preset}, {layout}inductor {training_inductor_options(a.cuda_graphs)}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
           f"{'same mask' if same else 'DIFFERENT masks'}")
 
 

@@ -77,14 +77,15 @@ def main(argv=None):
     cm_cfg = load_run_config(a.cm)
     data = load_data(cm_cfg.data.name, cm_cfg.data.data_dir)
     class_cond = int(cm_cfg.model.backbone.get("num_classes", 0)) > 0
-    if {"edit", "edit-dm"} & set(probes) and not class_cond:
+    edits = bool({"edit", "edit-dm"} & set(probes))
+    if edits and not class_cond:
         p.error("--probes edit and edit-dm need class-conditional models")
     variants = a.variants.split(",")
     taken = [run_name(t, a.seed) for t in variants if a.keep and (Path(a.keep) / run_name(t, a.seed)).exists()]
     if taken:
         p.error(f"--keep {a.keep} already holds {', '.join(taken)}; choose another folder")
     # one judging classifier for every edit: it depends on the data alone
-    judge = train_judge(*data, epochs=a.judge_epochs) if {"edit", "edit-dm"} & set(probes) else None
+    judge = train_judge(*data, epochs=a.judge_epochs) if edits else None
     cmd = "python benchmarks/noiser_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         for text in variants:
