@@ -33,7 +33,7 @@ from torch import nn
 
 from alignlearn.config import ModelConfig
 from alignlearn.models import build_model
-from alignlearn.networks.norm import with_fp32_group_norms
+from alignlearn.networks.norm import GROUP_NORMS, ChannelStatsGroupNorm, with_fp32_group_norms, with_group_norms
 from alignlearn.networks.presets import preset_config
 from alignlearn.trainer import INDUCTOR_OPTIONS
 from throughput import add_inductor_option, apply_inductor_options
@@ -136,7 +136,23 @@ def example_inputs(batch: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, to
     return torch.randn(batch, *shape).contiguous(memory_format=torch.channels_last), torch.full((batch,), 3.0)
 
 
-def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisation: str) -> tuple[list, nn.Module]:
+class CudaAutocastChannelStatsGroupNorm(ChannelStatsGroupNorm):
+    """The per-channel GroupNorm with the fp32 result it has under CUDA autocast, for a trace on the CPU."""
+
+    @staticmethod
+    def fp32_result(x: torch.Tensor) -> bool:
+        return torch.is_autocast_enabled(x.device.type)
+
+
+def as_under_cuda_autocast(model: nn.Module, group_norm: str) -> nn.Module:
+    """Every GroupNorm in `model` computed as CUDA autocast runs it (fp32, fp32 result), natively or per channel."""
+    if group_norm == "per-channel":
+        return with_group_norms(model, CudaAutocastChannelStatsGroupNorm)
+    return with_fp32_group_norms(model)
+
+
+def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisation: str,
+                   group_norm: str = "native") -> tuple[list, nn.Module]:
     """[(name, graph)] of the compiled network's training forward, backward and no-grad forward, and the model."""
     from functorch.compile import make_boxed_func
     from torch._inductor.compile_fx import compile_fx
@@ -152,7 +168,7 @@ def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisa
         return compile_fx(gm, inputs, inner_compile=record)
 
     model = build_model(ModelConfig(parameterisation=parameterisation, backbone=preset_config(preset, image_shape=shape)))
-    with_fp32_group_norms(model)  # CUDA autocast's precision for GroupNorm
+    as_under_cuda_autocast(model, group_norm)
     model = model.to(memory_format=torch.channels_last).train()
     # Static shapes: after other compilations of the same code in this process (a test session), dynamo
     # would otherwise trace sizes as symbols, and bytes must be numbers.
@@ -192,11 +208,12 @@ def main(argv=None) -> dict:
     p.add_argument("--peak-tflops", type=float, default=743.0, help="dense bf16 peak, TFLOP/s")
     p.add_argument("--conv-ms", type=float, default=None, help="measured time of the library kernels per step, ms")
     p.add_argument("--emas", type=int, default=2, help="EMA copies updated each step (ct-inversion: 2)")
+    p.add_argument("--group-norm", choices=GROUP_NORMS, default="native", help="GroupNorm statistics (networks/norm.py)")
     add_inductor_option(p)
     a = p.parse_args(argv)
     apply_inductor_options(a.inductor)
     shape = (a.channels, a.image_size, a.image_size)
-    graphs, model = capture_graphs(a.preset, a.batch_size, shape, a.parameterisation)
+    graphs, model = capture_graphs(a.preset, a.batch_size, shape, a.parameterisation, a.group_norm)
     if len(graphs) != 3:
         raise SystemExit(f"expected 3 compiled graphs, inductor was given {len(graphs)}: {[n for n, _ in graphs]}")
     n_params = sum(p.numel() for p in model.parameters())

@@ -41,8 +41,12 @@ class ChannelStatsGroupNorm(nn.GroupNorm):
             shift = shift + self.bias.view(g, c // g)
         shape = (n, c) + (1,) * (x.ndim - 2)
         y = xf * scale.reshape(shape) + shift.reshape(shape)
+        return y if self.fp32_result(x) else y.to(x.dtype)
+
+    @staticmethod
+    def fp32_result(x: torch.Tensor) -> bool:
         # CUDA autocast runs nn.GroupNorm in fp32 (its fp32 list) and returns fp32; elsewhere the input's dtype
-        return y if x.is_cuda and torch.is_autocast_enabled("cuda") else y.to(x.dtype)
+        return x.is_cuda and torch.is_autocast_enabled("cuda")
 
 
 def replace_group_norms(model: nn.Module, wrap) -> nn.Module:
@@ -71,14 +75,19 @@ def _same_parameters(cls: type[nn.GroupNorm], gn: nn.GroupNorm) -> nn.GroupNorm:
     return new
 
 
+def with_group_norms(model: nn.Module, cls: type[nn.GroupNorm]) -> nn.Module:
+    """Every nn.GroupNorm in `model` (in place) an instance of `cls` with the same parameters; returns `model`."""
+    return replace_group_norms(model, partial(_same_parameters, cls))
+
+
 def with_channel_stats_group_norms(model: nn.Module) -> nn.Module:
     """Every nn.GroupNorm in `model` (in place) computed from per-channel statistics; returns `model`."""
-    return replace_group_norms(model, partial(_same_parameters, ChannelStatsGroupNorm))
+    return with_group_norms(model, ChannelStatsGroupNorm)
 
 
 def with_fp32_group_norms(model: nn.Module) -> nn.Module:
     """Every nn.GroupNorm in `model` (in place) computed in fp32 as CUDA autocast runs it; returns `model`."""
-    return replace_group_norms(model, partial(_same_parameters, FP32GroupNorm))
+    return with_group_norms(model, FP32GroupNorm)
 
 
 GROUP_NORMS = ("native", "per-channel")
