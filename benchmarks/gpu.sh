@@ -168,27 +168,34 @@ if [ "$STAGE" = train ]; then
   # default compiled step at 7,044-7,993 img/s, with inductor's CUDA graphs 11,196, with CUDA graphs and
   # forced channels-last layouts 12,729 (19.3% of the measured peak): the trainer's --cuda-graphs (G), off by
   # default until this stage shows on a GPU that the online and target passes still share their dropout mask
-  # under it. TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
+  # under it. Session 12 (no GPU) read session 11's generated code: with the forced layouts the backward still
+  # copies layouts in 73 transposing kernels, 48 of them native GroupNorm's backward, and inductor's code
+  # generated on the CPU for the per-channel GroupNorm (benchmarks/gpu_codegen.py) has none of those: GG.
+  # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
-  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GG"):
-  #   warm       the graphs of A, G, G2 and LO compiled at once in 1-step runs, so the inductor cache serves
+  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GC"):
+  #   warm       the graphs of A, G, GG and G2 compiled at once in 1-step runs, so the inductor cache serves
   #              the later runs (one step compiles every pass; cudagraph trees record from a function's second
-  #              call on: at batch 512 a graphed process held ~18.5 GB, and five at once ran out of memory)
+  #              call on: at batch 512 a graphed process held ~18.5 GB, and five at once ran out of memory);
+  #              G's and GG's generated code kept (TORCH_LOGS=output_code, warm_G.log and warm_GG.log)
+  #   code       what that code launches, and its transposing kernels (benchmarks/inductor_code.py; code.txt)
+  #   A, G, GG   the default, --cuda-graphs, and --cuda-graphs with per-channel GroupNorm statistics, side by
+  #              side (A's run-to-run spread: 12-13%, sessions 5 and 11)
   #   masks      do the online and target passes share their dropout mask under G? (masks.txt)
-  #   A, G       the default and --cuda-graphs, side by side (A's run-to-run spread: 12-13%, sessions 5 and 11)
+  #   G2, GG2    G and GG at twice the batch (GG2 compiles on its own)
+  #   profile    the step with G's layouts but no graphs (a profile sees no launching op inside a graph), with
+  #              the GroupNorm of whichever of G and GG was faster: the device time that is left, by kernel
+  #              (profile_compiled_LO.txt; its own compile)
   #   syncs      which lines of the loop make the host wait for the GPU under G (syncs.txt)
-  #   profile    the step with G's layouts but no graphs (a profile sees no launching op inside a graph): the
-  #              device time that is left, by kernel (profile_compiled_LO.txt)
-  #   G2         G at twice the batch;  Grepeat  G again, for its spread
-  #   kernel-bw  inductor's own per-kernel report for those layouts (TORCHINDUCTOR_PROFILE: each Triton kernel
+  #   Grepeat    G again, for its spread
+  #   kernel-bw  inductor's own per-kernel report for those layouts and that GroupNorm (TORCHINDUCTOR_PROFILE: each Triton kernel
   #              timed alone, with the bytes it moves: the GB/s each reaches against the copy bandwidth;
   #              kernel_bw.txt; its own compile, since the benchmarking harness changes the generated code)
-  #   GG         G with per-channel GroupNorm statistics (its own compile)
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300
   #              weight casts and its small bias-gradient reductions; its own compile)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm masks A G syncs profile G2 Grepeat kernel-bw GG GC GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG masks G2 GG2 profile syncs Grepeat kernel-bw GC GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -197,18 +204,31 @@ if [ "$STAGE" = train ]; then
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G --group-norm per-channel" [LO]="$LO"
+  PC="--group-norm per-channel"
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G $PC" [GG2]="$G $PC" [LO]="$LO"
                 [GC]="$G --inductor combo_kernels=true" [GT]="$G --inductor coordinate_descent_tuning=true")
-  declare -A BS=([G2]=$((2 * BATCH)))
+  declare -A BS=([G2]=$((2 * BATCH)) [GG2]=$((2 * BATCH)))
+  declare -A CODE=([G]=1 [GG]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
       read -r -a args <<< "${V[$k]}"
-      $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 1 --log-every 1 \
-        --results "$WORK/warm.md" > "$WORK/warm_$k.log" 2>&1 &
+      env ${CODE[$k]:+TORCH_LOGS=output_code} $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 1 \
+        --log-every 1 --results "$WORK/warm.md" > "$WORK/warm_$k.log" 2>&1 &
       pids+=($!)
     done
     wait "${pids[@]}"  # these alone: a bare wait would also wait for the log's tee
+  }
+  faster_group_norm() {  # the GroupNorm of the faster of G and GG (native when either is missing)
+    $PY - "$WORK" <<'PY'
+import json, sys
+from pathlib import Path
+try:
+    g, gg = (json.loads((Path(sys.argv[1]) / f"train_{k}.json").read_text())["img_per_s"] for k in ("G", "GG"))
+    print("per-channel" if gg > g else "native")
+except (OSError, KeyError, ValueError):
+    print("native")
+PY
   }
   timed() {  # timed KEY: the variant's throughput row
     read -r -a args <<< "${V[$1]}"
@@ -217,15 +237,18 @@ if [ "$STAGE" = train ]; then
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm A G G2 LO ;;
+      warm) step warm warm A G GG G2 ;;
+      code) step code $PY benchmarks/inductor_code.py "$WORK/warm_G.log" "$WORK/warm_GG.log" | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       syncs) step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" \
                --compile $G --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt" ;;
       profile) step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" \
-                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $LO --top 30 --out "$WORK/profile_compiled_LO.txt" ;;
+                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $LO --group-norm "$(faster_group_norm)" \
+                 --top 30 --out "$WORK/profile_compiled_LO.txt" ;;
       kernel-bw) step kernel-bw env TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$WORK/kernel_bw.txt" \
-                   $PY "${T[@]}" $LO --batch-size "$BATCH" --steps 2 --log-every 1 --results "$WORK/kernel_bw.md" ;;
+                   $PY "${T[@]}" $LO --group-norm "$(faster_group_norm)" --batch-size "$BATCH" --steps 2 --log-every 1 \
+                   --results "$WORK/kernel_bw.md" ;;
       *) if [[ -v V[$s] ]]; then timed "$s"; else echo "=== unknown TRAIN_STEPS entry: $s"; fi ;;
     esac
   done
