@@ -75,13 +75,13 @@ def pretend_h100():
         (scheduler, "has_triton", lambda: True),
         # the backend's hash only keys inductor's caches; computing it loads the CUDA driver
         (triton_utils, "triton_hash_with_backend", lambda: "0" * 64),
+        (triton_codegen, "triton_hash_with_backend", lambda: "0" * 64),
         (torch._C, "_conv_determine_backend_memory_format", cudnn_memory_format),
     ]
-    if hasattr(triton_codegen, "triton_hash_with_backend"):
-        patches.append((triton_codegen, "triton_hash_with_backend", lambda: "0" * 64))
     with contextlib.ExitStack() as stack:
         for obj, name, value in patches:
-            stack.enter_context(mock.patch.object(obj, name, value))
+            if hasattr(obj, name):  # other torch releases lack some of these names (and need no stand-in for them)
+                stack.enter_context(mock.patch.object(obj, name, value))
         yield
 
 
