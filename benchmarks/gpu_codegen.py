@@ -29,8 +29,8 @@ from unittest import mock
 import torch
 
 from inductor_code import report, split_graphs, summarise
-from throughput import add_inductor_option, apply_inductor_options
-from traffic_bound import GROUP_NORMS, capture_graphs
+from throughput import apply_inductor_options
+from traffic_bound import add_step_args, capture_graphs
 
 H100 = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, multi_processor_count=132,
                              total_memory=80 * 2**30, regs_per_multiprocessor=65536, max_threads_per_multi_processor=2048,
@@ -137,16 +137,10 @@ def main(argv=None) -> list[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="mnist")
-    p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--parameterisation", default="noiser")
-    p.add_argument("--group-norm", choices=GROUP_NORMS, default="native", help="GroupNorm statistics (networks/norm.py)")
+    add_step_args(p)
     p.add_argument("--graph", action="append", choices=list(AOT_IDS), default=None,
                    help="generate only this graph's code (repeatable; default: all three)")
     p.add_argument("--out", required=True, help="the generated code, as a TORCH_LOGS=output_code log")
-    add_inductor_option(p)
     a = p.parse_args(argv)
     apply_inductor_options(a.inductor)
     with sdpa_kernel([SDPBackend.MATH]):  # CUDA has no lowering of the CPU's fused attention

@@ -197,19 +197,24 @@ def network_step_flops(model: nn.Module, batch: int, shape: tuple[int, ...]) -> 
     return fc.get_total_flops()
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_step_args(p: argparse.ArgumentParser) -> None:
+    """The options that pick the traced step (shared with gpu_codegen.py)."""
     p.add_argument("--preset", default="mnist")
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--parameterisation", default="noiser")
+    p.add_argument("--group-norm", choices=GROUP_NORMS, default="native", help="GroupNorm statistics (networks/norm.py)")
+    add_inductor_option(p)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_args(p)
     p.add_argument("--bandwidth-tbs", type=float, default=3.35, help="memory bandwidth, TB/s (H100 SXM: 3.35, H200: 4.8)")
     p.add_argument("--peak-tflops", type=float, default=743.0, help="dense bf16 peak, TFLOP/s")
     p.add_argument("--conv-ms", type=float, default=None, help="measured time of the library kernels per step, ms")
     p.add_argument("--emas", type=int, default=2, help="EMA copies updated each step (ct-inversion: 2)")
-    p.add_argument("--group-norm", choices=GROUP_NORMS, default="native", help="GroupNorm statistics (networks/norm.py)")
-    add_inductor_option(p)
     a = p.parse_args(argv)
     apply_inductor_options(a.inductor)
     shape = (a.channels, a.image_size, a.image_size)
