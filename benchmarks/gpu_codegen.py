@@ -150,8 +150,9 @@ def main(argv=None) -> list[dict]:
 
     with pretend_h100(), torch._inductor.config.patch(dict(INDUCTOR_OPTIONS)):
         modules = [(name, generate(gm, name)) for name, gm in graphs if a.graph is None or name in a.graph]
-    Path(a.out).write_text(as_output_code_log(modules))
-    summaries = [summarise(g) for g in split_graphs(Path(a.out).read_text())]
+    log = as_output_code_log(modules)
+    Path(a.out).write_text(log)
+    summaries = [summarise(g) for g in split_graphs(log)]
     print(report(summaries))
     return summaries
 

@@ -96,7 +96,7 @@ def ops_of(kernel: str) -> str:
 
 
 def summarise(graph: GraphCode) -> dict:
-    sources = kernel_sources(graph.lines)
+    transposing = {name for name, source in kernel_sources(graph.lines).items() if is_transposing(source)}
     triton, library, fallback, transposes = Counter(), Counter(), Counter(), Counter()
     transposed_elements = 0
     for line in graph.lines:
@@ -106,7 +106,7 @@ def summarise(graph: GraphCode) -> dict:
         m = LAUNCH.match(s)
         if m:
             triton[KINDS[m.group(2)]] += 1
-            if is_transposing(sources.get(m.group(1), "")):
+            if m.group(1) in transposing:
                 transposes[ops_of(m.group(1))] += 1
                 transposed_elements += numel(m.group(3).split("stream=")[0])
             continue
