@@ -148,7 +148,8 @@ def main(argv=None) -> list[dict]:
                                    a.group_norm)
     from alignlearn.trainer import INDUCTOR_OPTIONS
 
-    with pretend_h100(), torch._inductor.config.patch(dict(INDUCTOR_OPTIONS)):
+    # profile_bandwidth writes each kernel's traffic estimate into its source and changes no kernel
+    with pretend_h100(), torch._inductor.config.patch({**dict(INDUCTOR_OPTIONS), "profile_bandwidth": True}):
         modules = [(name, generate(gm, name)) for name, gm in graphs if a.graph is None or name in a.graph]
     log = as_output_code_log(modules)
     Path(a.out).write_text(log)

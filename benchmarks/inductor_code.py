@@ -11,7 +11,10 @@ one index and store along the other, i.e. copy a tensor between memory formats (
 11's code for the mnist step with forced channels-last layouts, the backward held 68 of them, most named
 after native_group_norm_backward, whose decomposition reshapes its input to (N, G, C/G, HW) and so hands
 its gradient on in NCHW memory. The log's kernel sources tell which; the element counts (xnumel * ynumel)
-are per launch. Reading the code needs no GPU, so the logs that gpu.sh keeps can be read here.
+are per launch. Where the code was generated under inductor's profile_bandwidth (benchmarks/gpu_codegen.py
+always sets it; it changes no kernel), each kernel carries inductor's estimate of the bytes it moves, and
+the report adds them up per graph and lists the kernels that move the most. Reading the code needs no GPU,
+so the logs that gpu.sh keeps can be read here.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ LIBRARY = re.compile(r"\bextern_kernels\.(\w+)\(")
 FALLBACK = re.compile(r"\btorch\.ops\.aten\.(\w+)(?:\.\w+)?\(")
 STORE = re.compile(r"tl\.store\(\w+ \+ \(([^)]*)\)")
 LOAD = re.compile(r"tl\.load\(\w+ \+ \(([^)]*)\)")
+NUM_GB = re.compile(r"'kernel_num_gb': ([0-9.eE+-]+)")
 
 
 @dataclass
@@ -95,10 +99,20 @@ def ops_of(kernel: str) -> str:
     return re.sub(r"_\d+$", "", re.sub(r"^triton_(poi|red|per|tem)_(fused_)?", "", kernel))
 
 
+def traffic_gb(source: str) -> float | None:
+    """Inductor's estimate of what one launch reads and writes, in GB: each buffer argument's elements
+    once, a slice counted as its slices. Written into the source only under profile_bandwidth (or
+    benchmark_kernel); a looped reduction's second read of its input is not counted."""
+    m = NUM_GB.search(source)
+    return float(m.group(1)) if m else None
+
+
 def summarise(graph: GraphCode) -> dict:
-    transposing = {name for name, source in kernel_sources(graph.lines).items() if is_transposing(source)}
+    sources = kernel_sources(graph.lines)
+    transposing = {name for name, source in sources.items() if is_transposing(source)}
+    gb = {name: traffic_gb(source) for name, source in sources.items()}
     triton, library, fallback, transposes = Counter(), Counter(), Counter(), Counter()
-    transposed_elements = 0
+    launches, traffic, transposed_elements = Counter(), Counter(), 0
     for line in graph.lines:
         s = line.strip()
         if s.startswith("#"):
@@ -106,6 +120,9 @@ def summarise(graph: GraphCode) -> dict:
         m = LAUNCH.match(s)
         if m:
             triton[KINDS[m.group(2)]] += 1
+            launches[ops_of(m.group(1))] += 1
+            if gb.get(m.group(1)) is not None:
+                traffic[ops_of(m.group(1))] += gb[m.group(1)]
             if m.group(1) in transposing:
                 transposes[ops_of(m.group(1))] += 1
                 transposed_elements += numel(m.group(3).split("stream=")[0])
@@ -118,7 +135,7 @@ def summarise(graph: GraphCode) -> dict:
         if m:
             fallback[m.group(1)] += 1
     return dict(name=graph.name, triton=triton, library=library, fallback=fallback, transposes=transposes,
-                transposed_elements=transposed_elements)
+                transposed_elements=transposed_elements, launches=launches, traffic=traffic)
 
 
 def report(summaries: list[dict], top: int = 6) -> str:
@@ -131,13 +148,19 @@ def report(summaries: list[dict], top: int = 6) -> str:
         out.append(f"  transposing (layout-copying) launches: {n_tr}, {s['transposed_elements'] / 1e6:.0f}M elements")
         for ops, v in s["transposes"].most_common(top):
             out.append(f"    {v:4d}  {ops}")
+        if s["traffic"]:
+            out.append(f"  Triton kernels' traffic (inductor's estimate): {sum(s['traffic'].values()):.2f} GB; largest, GB:")
+            for ops, v in s["traffic"].most_common(top):
+                out.append(f"    {v:6.3f}  {s['launches'][ops]:3d} x {ops}")
+    if sum(1 for s in summaries if s["traffic"]) > 1:
+        out.append(f"Triton kernels' traffic, all graphs: {sum(sum(s['traffic'].values()) for s in summaries):.2f} GB")
     return "\n".join(out)
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", nargs="+", help="logs written with TORCH_LOGS=output_code")
-    p.add_argument("--top", type=int, default=6, help="transposing kernels listed per graph")
+    p.add_argument("--top", type=int, default=6, help="transposing kernels, and kernels by traffic, listed per graph")
     a = p.parse_args(argv)
     summaries = []
     for path in a.logs:

@@ -206,6 +206,7 @@ def test_gpu_codegen_shows_the_native_group_norm_backward_copying_layouts(benchm
                                         "--out", str(tmp_path / f"{group_norm}.log")])
         assert backward["name"] == "1_backward" and sum(backward["triton"].values()) > 100
         assert backward["fallback"]["convolution_backward"] > 0  # cuDNN's, as on a GPU
+        assert set(backward["traffic"]) == set(backward["launches"]) and sum(backward["traffic"].values()) > 0
         return sum(v for ops, v in backward["transposes"].items() if "group_norm" in ops)
 
     try:
@@ -218,3 +219,26 @@ def test_gpu_codegen_shows_the_native_group_norm_backward_copying_layouts(benchm
     import torch
 
     assert not torch.cuda.is_available()  # the pretence ends with the generation
+
+
+def test_inductor_code_counts_each_launch_of_a_kernel_and_its_traffic(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import inductor_code
+
+    kernel = ("triton_poi_fused_native_group_norm_silu_0 = async_compile.triton('k', '''",
+              "@triton_heuristics.pointwise(inductor_meta={'kernel_name': 'k', 'kernel_num_gb': 0.25, 'num_load': 1},",
+              "def k(in_ptr0, out_ptr0, ynumel, xnumel, YBLOCK, XBLOCK):",
+              "    tmp0 = tl.load(in_ptr0 + (x2 + 64*y3), xmask & ymask)",
+              "    tl.store(out_ptr0 + (y0 + 1024*x2 + 65536*y1), tmp0, xmask & ymask)",
+              "''', device_str='cuda')")
+    calls = ("        triton_poi_fused_native_group_norm_silu_0.run(buf0, buf1, 1024, 64, stream=raw_stream0)",
+             "        triton_poi_fused_native_group_norm_silu_0.run(buf2, buf3, 1024, 64, stream=raw_stream0)",
+             "        extern_kernels.convolution(buf1, primals_1, stride=(1, 1))")
+    log = "\n".join(inductor_code.MARK + line for line in ("# AOT ID: ['1_backward']", *kernel, *calls))
+    try:
+        (graph,) = [inductor_code.summarise(g) for g in inductor_code.split_graphs(log)]
+    finally:
+        sys.modules.pop("inductor_code", None)
+    assert graph["name"] == "1_backward" and graph["triton"] == {"pointwise": 2} and graph["library"] == {"convolution": 1}
+    assert graph["transposes"] == {"native_group_norm_silu": 2} and graph["transposed_elements"] == 2 * 1024 * 64
+    assert graph["traffic"] == {"native_group_norm_silu": 0.5} and graph["launches"] == {"native_group_norm_silu": 2}
