@@ -168,37 +168,40 @@ if [ "$STAGE" = train ]; then
   # default compiled step at 7,044-7,993 img/s, with inductor's CUDA graphs 11,196, with CUDA graphs and
   # forced channels-last layouts 12,729 (19.3% of the measured peak): the trainer's --cuda-graphs (G), off by
   # default until this stage shows on a GPU that the online and target passes still share their dropout mask
-  # under it. Session 12 (no GPU) read session 11's generated code: with the forced layouts the backward still
-  # copies layouts in 73 transposing kernels, 48 of them native GroupNorm's backward, and inductor's code
-  # generated on the CPU for the per-channel GroupNorm (benchmarks/gpu_codegen.py) has none of those: GG.
+  # under it. Sessions 12 and 13 (no GPU) read session 11's generated code and inductor's code generated on
+  # the CPU for an H100 (benchmarks/gpu_codegen.py): with the forced layouts native GroupNorm's backward
+  # copies layouts (48 transposing kernels), the per-channel GroupNorm's does not (GG); and with inductor's
+  # store-or-recompute thresholds raised (R) the backward recomputes the normalised activations in the kernels
+  # that need them instead of storing them in fp32 between kernels: the emulated step's Triton kernels move
+  # 28.6 GB instead of 35.6 (per-channel), 30.1 instead of 39.2 (native).
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
   # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GC"):
-  #   warm       the graphs of A, G, GG and G2 compiled at once in 1-step runs, so the inductor cache serves
+  #   warm       the graphs of A, G, GG and GGR compiled at once in 1-step runs, so the inductor cache serves
   #              the later runs (one step compiles every pass; cudagraph trees record from a function's second
   #              call on: at batch 512 a graphed process held ~18.5 GB, and five at once ran out of memory);
-  #              G's and GG's generated code kept (TORCH_LOGS=output_code, warm_G.log and warm_GG.log)
+  #              G's, GG's and GGR's generated code kept (TORCH_LOGS=output_code, warm_KEY.log)
   #   code       what that code launches, and its transposing kernels (benchmarks/inductor_code.py; code.txt)
-  #   A, G, GG   the default, --cuda-graphs, and --cuda-graphs with per-channel GroupNorm statistics, side by
-  #              side (A's run-to-run spread: 12-13%, sessions 5 and 11)
+  #   A, G, GG, GGR  the default, --cuda-graphs, with per-channel GroupNorm statistics, and with R as well, side
+  #              by side (A's run-to-run spread: 12-13%, sessions 5 and 11)
   #   masks      do the online and target passes share their dropout mask under G? (masks.txt)
-  #   G2, GG2    G and GG at twice the batch (GG2 compiles on its own)
-  #   profile    the step with G's layouts but no graphs (a profile sees no launching op inside a graph), with
-  #              the GroupNorm of whichever of G and GG was faster: the device time that is left, by kernel
-  #              (profile_compiled_LO.txt; its own compile)
+  #   GR         G with R and native GroupNorm (the fourth corner; its own compile)
+  #   G2, GG2    G and GG at twice the batch (each its own compile)
+  #   profile    the step with the fastest of G, GG, GR and GGR's settings but no graphs (a profile sees no
+  #              launching op inside a graph): the device time that is left, by kernel (profile_compiled_LO.txt;
+  #              its own compile)
   #   syncs      which lines of the loop make the host wait for the GPU under G (syncs.txt)
   #   Grepeat    G again, for its spread
-  #   kernel-bw  inductor's own per-kernel report for those layouts and that GroupNorm (TORCHINDUCTOR_PROFILE: each Triton kernel
-  #              timed alone, with the bytes it moves: the GB/s each reaches against the copy bandwidth;
-  #              kernel_bw.txt; its own compile, since the benchmarking harness changes the generated code)
-  #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300
+  #   kernel-bw  inductor's own per-kernel report for the fastest's settings without graphs (TORCHINDUCTOR_PROFILE: each
+  #              Triton kernel timed alone, with the bytes it moves: the GB/s each reaches against the copy
+  #              bandwidth; kernel_bw.txt; its own compile, since the benchmarking harness changes the generated code)
+  #   GC         the fastest with inductor's combo kernels (many small independent kernels in one: the step's ~300
   #              weight casts and its small bias-gradient reductions; its own compile). In code generated on
   #              the CPU (per-channel GroupNorm, forced layouts) they take the step from 1,088 Triton launches
   #              to 690
-  #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
+  #   GT         the fastest with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  #   GC and GT take the GroupNorm of the faster of G and GG
-  TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG masks G2 GG2 profile syncs Grepeat kernel-bw GC GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG GGR masks GR G2 GG2 profile syncs Grepeat kernel-bw GC GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -208,10 +211,12 @@ if [ "$STAGE" = train ]; then
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
   LO="--inductor force_layout_optimization=true"
   PC="--group-norm per-channel"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G $PC" [GG2]="$G $PC" [LO]="$LO"
-                [GC]="$G --inductor combo_kernels=true" [GT]="$G --inductor coordinate_descent_tuning=true")
+  R="--inductor realize_reads_threshold=64 --inductor realize_acc_reads_threshold=64 --inductor realize_opcount_threshold=1000"
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G $PC" [GG2]="$G $PC" [LO]="$LO" [GR]="$G $R"
+                [GGR]="$G $PC $R")
+  declare -A EXTRA=([GC]="--inductor combo_kernels=true" [GT]="--inductor coordinate_descent_tuning=true")
   declare -A BS=([G2]=$((2 * BATCH)) [GG2]=$((2 * BATCH)))
-  declare -A CODE=([G]=1 [GG]=1)  # warm-up runs whose generated code is kept
+  declare -A CODE=([G]=1 [GG]=1 [GGR]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
@@ -222,38 +227,44 @@ if [ "$STAGE" = train ]; then
     done
     wait "${pids[@]}"  # these alone: a bare wait would also wait for the log's tee
   }
-  faster_group_norm() {  # the GroupNorm of the faster of G and GG (native when either is missing)
-    $PY - "$WORK" <<'PY'
+  fastest() {  # the fastest of the graphed variants timed so far (G when none was)
+    $PY - "$WORK" G GG GR GGR <<'PY'
 import json, sys
 from pathlib import Path
-try:
-    g, gg = (json.loads((Path(sys.argv[1]) / f"train_{k}.json").read_text())["img_per_s"] for k in ("G", "GG"))
-    print("per-channel" if gg > g else "native")
-except (OSError, KeyError, ValueError):
-    print("native")
+speed = {}
+for k in sys.argv[2:]:
+    try:
+        speed[k] = json.loads((Path(sys.argv[1]) / f"train_{k}.json").read_text())["img_per_s"]
+    except (OSError, KeyError, ValueError):
+        pass
+print(max(speed, key=speed.get) if speed else "G")
 PY
   }
+  ungraphed() {  # the fastest variant's settings with its forced layouts but without CUDA graphs
+    local b; b=$(fastest)
+    echo "${V[$b]//--cuda-graphs/} $LO"
+  }
   timed() {  # timed KEY: the variant's throughput row
-    read -r -a args <<< "${V[$1]}"
-    [[ $1 == GC || $1 == GT ]] && args+=(--group-norm "$(faster_group_norm)")
+    if [[ -v EXTRA[$1] ]]; then read -r -a args <<< "${V[$(fastest)]} ${EXTRA[$1]}"; else read -r -a args <<< "${V[$1]}"; fi
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm A G GG G2 ;;
-      code) step code $PY benchmarks/inductor_code.py "$WORK/warm_G.log" "$WORK/warm_GG.log" | tee "$WORK/code.txt" ;;
+      warm) step warm warm A G GG GGR ;;
+      code) step code $PY benchmarks/inductor_code.py "$WORK/warm_G.log" "$WORK/warm_GG.log" "$WORK/warm_GGR.log" \
+              | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       syncs) step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" \
                --compile $G --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt" ;;
       profile) step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" \
-                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $LO --group-norm "$(faster_group_norm)" \
+                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $(ungraphed) \
                  --top 30 --out "$WORK/profile_compiled_LO.txt" ;;
       kernel-bw) step kernel-bw env TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$WORK/kernel_bw.txt" \
-                   $PY "${T[@]}" $LO --group-norm "$(faster_group_norm)" --batch-size "$BATCH" --steps 2 --log-every 1 \
+                   $PY "${T[@]}" $(ungraphed) --batch-size "$BATCH" --steps 2 --log-every 1 \
                    --results "$WORK/kernel_bw.md" ;;
-      *) if [[ -v V[$s] ]]; then timed "$s"; else echo "=== unknown TRAIN_STEPS entry: $s"; fi ;;
+      *) if [[ -v V[$s] || -v EXTRA[$s] ]]; then timed "$s"; else echo "=== unknown TRAIN_STEPS entry: $s"; fi ;;
     esac
   done
 fi
