@@ -7,7 +7,9 @@ The step's three graphs (the online pass's forward and backward, the target pass
 traced on the CPU with fake tensors as benchmarks/traffic_bound.py traces them, moved to fake CUDA tensors,
 and lowered by inductor for an H100 (its properties stated, not queried); generation stops where the code
 would be compiled, so no driver, GPU or Triton compiler runs. The code is written in the form of a
-TORCH_LOGS=output_code log, which benchmarks/inductor_code.py reads (launches, transposing kernels).
+TORCH_LOGS=output_code log, which benchmarks/inductor_code.py reads (launches, transposing kernels, and the
+bytes inductor estimates each kernel moves: generated under profile_bandwidth, which writes that estimate
+into every kernel and changes none).
 
 An emulation, with known differences from the code a GPU run generates: attention runs as matrix products
 and a softmax (the CPU trace cannot pick cuDNN's attention), autotuning never runs (it picks block sizes,
