@@ -185,11 +185,11 @@ if [ "$STAGE" = train ]; then
   #   A, G, GG, GGR  the default, --cuda-graphs, with per-channel GroupNorm statistics, and with R as well, side
   #              by side (A's run-to-run spread: 12-13%, sessions 5 and 11)
   #   masks      do the online and target passes share their dropout mask under G? (masks.txt)
-  #   GR         G with R and native GroupNorm (the fourth corner; its own compile)
-  #   G2, GG2    G and GG at twice the batch (each its own compile)
-  #   profile    the step with the fastest of G, GG, GR and GGR's settings but no graphs (a profile sees no
+  #   profile    the step with the settings of the fastest graphed variant timed so far but no graphs (a profile sees no
   #              launching op inside a graph): the device time that is left, by kernel (profile_compiled_LO.txt;
   #              its own compile)
+  #   GR         G with R and native GroupNorm (the fourth corner; its own compile)
+  #   G2, GG2    G and GG at twice the batch (each its own compile)
   #   syncs      which lines of the loop make the host wait for the GPU under G (syncs.txt)
   #   Grepeat    G again, for its spread
   #   kernel-bw  inductor's own per-kernel report for the fastest's settings without graphs (TORCHINDUCTOR_PROFILE: each
@@ -201,7 +201,7 @@ if [ "$STAGE" = train ]; then
   #              to 690
   #   GT         the fastest with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG GGR masks GR G2 GG2 profile syncs Grepeat kernel-bw GC GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG GGR masks profile GR G2 GG2 syncs Grepeat kernel-bw GC GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
