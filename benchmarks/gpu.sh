@@ -198,7 +198,7 @@ if [ "$STAGE" = train ]; then
   #   GC         the fastest with inductor's combo kernels (many small independent kernels in one: the step's ~300
   #              weight casts and its small bias-gradient reductions; its own compile). In code generated on
   #              the CPU (per-channel GroupNorm, forced layouts) they take the step from 1,088 Triton launches
-  #              to 690
+  #              to 690, and with R from 941 to 592 (the same 28.6 GB)
   #   GT         the fastest with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
   TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG GGR masks profile GR G2 GG2 syncs Grepeat kernel-bw GC GT}
