@@ -119,12 +119,13 @@ def summarise(graph: GraphCode) -> dict:
             continue
         m = LAUNCH.match(s)
         if m:
+            kernel, ops = m.group(1), ops_of(m.group(1))
             triton[KINDS[m.group(2)]] += 1
-            launches[ops_of(m.group(1))] += 1
-            if gb.get(m.group(1)) is not None:
-                traffic[ops_of(m.group(1))] += gb[m.group(1)]
-            if m.group(1) in transposing:
-                transposes[ops_of(m.group(1))] += 1
+            launches[ops] += 1
+            if gb.get(kernel) is not None:
+                traffic[ops] += gb[kernel]
+            if kernel in transposing:
+                transposes[ops] += 1
                 transposed_elements += numel(m.group(3).split("stream=")[0])
             continue
         m = LIBRARY.search(s)
