@@ -60,11 +60,13 @@ def train(
     bf16: bool = typer.Option(True, help="bf16 autocast (GPU only)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="With --compile on one GPU: run the compiled passes as "
-                                     "CUDA graphs, with channels-last buffers throughout (1.6-1.8x the compiled step's "
-                                     "img/s for the mnist preset on an H100, RESULTS.md)."),
+                                     "CUDA graphs, with channels-last buffers throughout and per-channel GroupNorm "
+                                     "statistics (1.64x the compiled step's img/s for the mnist preset on an H100, "
+                                     "RESULTS.md)."),
     channels_last: bool = typer.Option(True, help="channels-last memory format for images (GPU only)."),
-    group_norm: str = typer.Option("native", help="GroupNorm statistics: native | per-channel (the same function; "
-                                   "per-channel reads channels-last memory contiguously)."),
+    group_norm: str = typer.Option("auto", help="GroupNorm statistics: auto (per-channel with --cuda-graphs, else "
+                                   "native) | native | per-channel (the same function; per-channel reads "
+                                   "channels-last memory contiguously)."),
     log_every: int = typer.Option(25, help="Steps between metrics lines (the only host syncs)."),
     ckpt_every: int = typer.Option(1000, help="Steps between checkpoints."),
     sample_every: int = typer.Option(1000, help="Steps between preview grids."),

@@ -53,7 +53,7 @@ class TrainConfig:
     compile: bool = False
     cuda_graphs: bool = False  # the compiled passes as CUDA graphs (trainer.CUDA_GRAPH_OPTIONS); needs compile, one GPU
     channels_last: bool = True
-    group_norm: str = "native"  # how GroupNorm computes its statistics (networks/norm.py); same function
+    group_norm: str = "auto"  # how GroupNorm computes its statistics (networks/norm.resolve_group_norm); same function
     log_every: int = 25
     ckpt_every: int = 1000
     sample_every: int = 1000
@@ -71,8 +71,8 @@ class TrainConfig:
             raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
-        if self.group_norm not in GROUP_NORMS:
-            raise UserError(f"unknown --group-norm {self.group_norm!r}; choose from {', '.join(GROUP_NORMS)}")
+        if self.group_norm not in ("auto", *GROUP_NORMS):
+            raise UserError(f"unknown --group-norm {self.group_norm!r}; choose from auto, {', '.join(GROUP_NORMS)}")
         if self.cuda_graphs and not self.compile:
             raise UserError("--cuda-graphs needs --compile: the graphs are captured from the compiled passes")
         if self.time_budget_s < 0:

@@ -38,7 +38,7 @@ from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
 from .models import build_model, load_teacher
-from .networks.norm import with_channel_stats_group_norms
+from .networks.norm import resolve_group_norm, with_channel_stats_group_norms
 from .objectives import build_objective
 from .previews import preview
 
@@ -132,7 +132,13 @@ INDUCTOR_OPTIONS: dict = {"fallback_random": True}
 # profile). force_layout_optimization keeps channels-last buffers between the convolutions of the training
 # graphs too, where inductor's heuristic turns that off (benchmarks/layout_decision.py) and cuDNN then converts
 # layouts in 74 copies a step; it only pays once the launches are out of the way (RESULTS.md, 2026-11-27).
-CUDA_GRAPH_OPTIONS: dict = {"triton.cudagraphs": True, "force_layout_optimization": True}
+# The realize_* thresholds (4, 8 and 30 by inductor's default) decide when inductor stores an intermediate
+# instead of recomputing it where it is read: raised, the backward recomputes each GroupNorm's normalised
+# output in the kernels that read it instead of writing it in fp32 and reading it back, the same values
+# (RESULTS.md, sessions 13 and 14: the emulated backward moves 40% fewer bytes; the H100 step 3% faster).
+CUDA_GRAPH_OPTIONS: dict = {"triton.cudagraphs": True, "force_layout_optimization": True,
+                            "realize_reads_threshold": 64, "realize_acc_reads_threshold": 64,
+                            "realize_opcount_threshold": 1000}
 
 
 def training_inductor_options(cuda_graphs: bool = False) -> dict:
@@ -211,7 +217,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         torch.backends.cudnn.benchmark = True
     image_like = len(train_set.shape) == 3
     channels_last = tc.channels_last and on_gpu and image_like
-    if tc.group_norm == "per-channel":  # before the EMA copies, which then compute the same way
+    if resolve_group_norm(tc.group_norm, tc.cuda_graphs) == "per-channel":  # before the EMA copies: same computation
         with_channel_stats_group_norms(raw)
     if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout
         raw.to(memory_format=torch.channels_last)

@@ -25,7 +25,8 @@ from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
 from alignlearn.results import append_row
 from alignlearn.timing import device_name
-from alignlearn.trainer import INDUCTOR_OPTIONS, read_metrics, steady_img_per_s, train
+from alignlearn.networks.norm import resolve_group_norm
+from alignlearn.trainer import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS, read_metrics, steady_img_per_s, train
 
 
 def step_flops(cfg, shape, device) -> int:
@@ -63,7 +64,7 @@ def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) ->
     p.add_argument("--cuda-graphs", action="store_true", help="the trainer's --cuda-graphs (with --compile, one GPU)")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
-    p.add_argument("--group-norm", default="native", help="native | per-channel (alignlearn/networks/norm.py)")
+    p.add_argument("--group-norm", default="auto", help="auto | native | per-channel (alignlearn/networks/norm.py)")
     add_inductor_option(p)
 
 
@@ -85,8 +86,11 @@ def inductor_options(pairs: list[str]) -> dict:
 
 
 def apply_inductor_options(pairs: list[str]) -> None:
-    """Add --inductor's settings to the trainer's, for every pass this process compiles from now on."""
-    INDUCTOR_OPTIONS.update(inductor_options(pairs))
+    """Add --inductor's settings to the trainer's, for every pass this process compiles from now on; they
+    also win over --cuda-graphs' own (e.g. inductor's default thresholds back, to time them under graphs)."""
+    options = inductor_options(pairs)
+    INDUCTOR_OPTIONS.update(options)
+    CUDA_GRAPH_OPTIONS.update({k: v for k, v in options.items() if k in CUDA_GRAPH_OPTIONS})
 
 
 def variant(a: argparse.Namespace, dev: str) -> str:
@@ -94,7 +98,7 @@ def variant(a: argparse.Namespace, dev: str) -> str:
     base = ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "") + (
         " + CUDA graphs" if a.cuda_graphs else "")
     extras = (["NCHW"] if a.no_channels_last and dev != "cpu" else []) + (
-        [f"{a.group_norm} GroupNorm"] if a.group_norm != "native" else []) + a.inductor
+        [f"{gn} GroupNorm"] if (gn := resolve_group_norm(a.group_norm, a.cuda_graphs)) != "native" else []) + a.inductor
     return ", ".join([base] + extras)
 
 

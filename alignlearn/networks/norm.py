@@ -90,4 +90,13 @@ def with_fp32_group_norms(model: nn.Module) -> nn.Module:
     return with_group_norms(model, FP32GroupNorm)
 
 
-GROUP_NORMS = ("native", "per-channel")
+GROUP_NORMS = ("native", "per-channel")  # --group-norm also takes "auto"
+
+
+def resolve_group_norm(group_norm: str, cuda_graphs: bool) -> str:
+    """"auto": per-channel statistics under --cuda-graphs, where they were measured faster (1.16x the native
+    GroupNorm's img/s for the mnist preset on an H100, RESULTS.md session 14), else native (no gain measured
+    without graphs, where the step is host-bound)."""
+    if group_norm != "auto":
+        return group_norm
+    return "per-channel" if cuda_graphs else "native"

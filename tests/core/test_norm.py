@@ -78,3 +78,12 @@ def test_trainer_with_per_channel_group_norm_matches_native(tmp_path):
     assert a.keys() == b.keys()
     # the same function, so 10 Adam steps stay within float rounding of each other
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_auto_group_norm_is_per_channel_only_under_cuda_graphs():
+    from alignlearn.networks.norm import resolve_group_norm
+
+    assert resolve_group_norm("auto", cuda_graphs=True) == "per-channel"
+    assert resolve_group_norm("auto", cuda_graphs=False) == "native"
+    assert resolve_group_norm("native", cuda_graphs=True) == "native"
+    assert resolve_group_norm("per-channel", cuda_graphs=False) == "per-channel"

@@ -156,8 +156,9 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
 
 
 def test_cuda_graphs_compile_with_the_measured_options(monkeypatch):
-    """--cuda-graphs adds exactly the settings RESULTS.md measured (CUDA graphs and forced channels-last
-    layouts) on top of the trainer's, and leaves the shared dropout mask's fallback_random in place."""
+    """--cuda-graphs adds exactly the settings RESULTS.md measured (CUDA graphs, forced channels-last
+    layouts and the recompute thresholds) on top of the trainer's, and leaves the shared dropout mask's
+    fallback_random in place."""
     import alignlearn.trainer as trainer
 
     seen = []
@@ -166,7 +167,9 @@ def test_cuda_graphs_compile_with_the_measured_options(monkeypatch):
     trainer.compile_for_training(net)
     trainer.compile_for_training(net, cuda_graphs=True)
     assert seen == [{"fallback_random": True},
-                    {"fallback_random": True, "triton.cudagraphs": True, "force_layout_optimization": True}]
+                    {"fallback_random": True, "triton.cudagraphs": True, "force_layout_optimization": True,
+                     "realize_reads_threshold": 64, "realize_acc_reads_threshold": 64,
+                     "realize_opcount_threshold": 1000}]
     assert trainer.INDUCTOR_OPTIONS == {"fallback_random": True}  # module settings untouched
 
 

@@ -15,12 +15,13 @@ def benchmarks(monkeypatch):
     import profile_step
     import throughput
 
-    from alignlearn.trainer import INDUCTOR_OPTIONS
+    from alignlearn.trainer import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS
 
-    saved = dict(INDUCTOR_OPTIONS)
+    saved = [(d, dict(d)) for d in (INDUCTOR_OPTIONS, CUDA_GRAPH_OPTIONS)]
     yield throughput, profile_step
-    INDUCTOR_OPTIONS.clear()
-    INDUCTOR_OPTIONS.update(saved)  # --inductor edits the trainer's settings for the process
+    for d, before in saved:  # --inductor edits the trainer's settings for the process
+        d.clear()
+        d.update(before)
     for name in ("profile_step", "throughput"):
         sys.modules.pop(name, None)
 
@@ -31,6 +32,18 @@ def test_inductor_options_parse_booleans_and_numbers(benchmarks):
         "triton.cudagraphs": True, "fallback_random": False, "n": 3, "m": -2, "s": "x"}
     with pytest.raises(SystemExit):
         throughput.inductor_options(["no-equals-sign"])
+
+
+def test_inductor_options_win_over_the_cuda_graph_settings(benchmarks):
+    """--inductor can put back inductor's defaults under --cuda-graphs, to time the trainer's settings against them."""
+    throughput, _ = benchmarks
+    from alignlearn.trainer import training_inductor_options
+
+    throughput.apply_inductor_options(["realize_reads_threshold=4", "max_autotune=true"])
+    with_graphs = training_inductor_options(cuda_graphs=True)
+    assert with_graphs["realize_reads_threshold"] == 4 and with_graphs["max_autotune"] is True
+    assert with_graphs["realize_acc_reads_threshold"] == 64  # the others untouched
+    assert training_inductor_options()["realize_reads_threshold"] == 4
 
 
 def test_throughput_row_names_the_variant(benchmarks, tmp_path):
