@@ -255,3 +255,16 @@ def test_inductor_code_counts_each_launch_of_a_kernel_and_its_traffic(monkeypatc
     assert graph["name"] == "1_backward" and graph["triton"] == {"pointwise": 2} and graph["library"] == {"convolution": 1}
     assert graph["transposes"] == {"native_group_norm_silu": 2} and graph["transposed_elements"] == 2 * 1024 * 64
     assert graph["traffic"] == {"native_group_norm_silu": 0.5} and graph["launches"] == {"native_group_norm_silu": 2}
+
+
+def test_dropout_mask_check_finds_the_shared_mask(benchmarks, capsys):
+    """The compiled online and target passes of the trainer's step draw one dropout mask (iCT), and the check
+    tells that apart from another mask's effect (here on the CPU, where there are no CUDA graphs)."""
+    import dropout_masks
+
+    dropout_masks.main(["--device", "cpu", "--preset", "tiny", "--channels-last"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    online_vs_target = float(line.split("online vs target ")[1].split(",")[0])
+    fresh = float(line.split("fresh mask ")[1].split(":")[0])
+    assert line.endswith("same mask") and online_vs_target < 1e-4 < fresh
+    sys.modules.pop("dropout_masks", None)
