@@ -164,44 +164,36 @@ PY
 }
 
 if [ "$STAGE" = train ]; then
-  # Issue 2: the compiled training step of the mnist preset. Session 11 (H100, RESULTS.md) measured the
-  # default compiled step at 7,044-7,993 img/s, with inductor's CUDA graphs 11,196, with CUDA graphs and
-  # forced channels-last layouts 12,729 (19.3% of the measured peak): the trainer's --cuda-graphs (G), off by
-  # default until this stage shows on a GPU that the online and target passes still share their dropout mask
-  # under it. Sessions 12 and 13 (no GPU) read session 11's generated code and inductor's code generated on
-  # the CPU for an H100 (benchmarks/gpu_codegen.py): with the forced layouts native GroupNorm's backward
-  # copies layouts (48 transposing kernels), the per-channel GroupNorm's does not (GG); and with inductor's
-  # store-or-recompute thresholds raised (R) the backward recomputes the normalised activations in the kernels
-  # that need them instead of storing them in fp32 between kernels: the emulated step's Triton kernels move
-  # 28.6 GB instead of 35.6 (per-channel), 30.1 instead of 39.2 (native).
+  # Issue 2: the compiled training step of the mnist preset. Session 14 (H100, RESULTS.md) timed, side by side at
+  # batch 512: the default compiled step (A) 9,267 img/s; inductor's CUDA graphs with forced channels-last
+  # layouts 12,744; with per-channel GroupNorm statistics as well 14,773; with inductor's recompute thresholds
+  # raised as well (R) 15,216, 22.6% of the measured peak. The trainer's --cuda-graphs (G) now sets all of it
+  # (R in trainer.CUDA_GRAPH_OPTIONS, per-channel statistics by --group-norm auto). 25% needs ~16,860.
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
-  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GC"):
-  #   warm       the graphs of A, G, GG and GGR compiled at once in 1-step runs, so the inductor cache serves
-  #              the later runs (one step compiles every pass; cudagraph trees record from a function's second
-  #              call on: at batch 512 a graphed process held ~18.5 GB, and five at once ran out of memory);
-  #              G's, GG's and GGR's generated code kept (TORCH_LOGS=output_code, warm_KEY.log)
-  #   code       what that code launches, and its transposing kernels (benchmarks/inductor_code.py; code.txt)
-  #   A, G, GG, GGR  the default, --cuda-graphs, with per-channel GroupNorm statistics, and with R as well, side
-  #              by side (A's run-to-run spread: 12-13%, sessions 5 and 11)
-  #   masks      do the online and target passes share their dropout mask under G? (masks.txt)
-  #   profile    the step with the settings of the fastest graphed variant timed so far but no graphs (a profile sees no
-  #              launching op inside a graph): the device time that is left, by kernel (profile_compiled_LO.txt;
-  #              its own compile)
-  #   GR         G with R and native GroupNorm (the fourth corner; its own compile)
-  #   G2, GG2    G and GG at twice the batch (each its own compile)
-  #   syncs      which lines of the loop make the host wait for the GPU under G (syncs.txt)
+  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GN"):
+  #   warm       the graphs of $WARM (default G, GC and G2) compiled at once in 1-step runs, so the inductor
+  #              cache serves the later runs (one step compiles every pass); their generated code kept
+  #              (TORCH_LOGS=output_code, warm_KEY.log). Session 14: four batch-512 variants 205 s, GC and
+  #              a batch-1024 variant 219 s
+  #   code       what G's and GC's code launches, and its transposing kernels (benchmarks/inductor_code.py)
+  #   G          the trainer's --cuda-graphs
+  #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300 weight
+  #              casts and its small bias-gradient reductions; 941 to 592 Triton launches in code generated on
+  #              the CPU, the same bytes)
+  #   G2         G at twice the batch
+  #   masks      do the online and target passes share their dropout mask under G? (masks.txt; ~100 s)
+  #   profile    G's settings without graphs (a profile sees no launching op inside a graph): the device time
+  #              by kernel (profile_compiled_LO.txt; its own compile)
+  #   kernel-bw  inductor's own per-kernel report for the same settings (TORCHINDUCTOR_PROFILE: each Triton
+  #              kernel timed alone, with the bytes it moves: GB/s against the copy bandwidth; kernel_bw.txt;
+  #              its own compile, since the benchmarking harness changes the generated code)
+  #   GN         G with native GroupNorm (R's fourth corner; its own compile)
   #   Grepeat    G again, for its spread
-  #   kernel-bw  inductor's own per-kernel report for the fastest's settings without graphs (TORCHINDUCTOR_PROFILE: each
-  #              Triton kernel timed alone, with the bytes it moves: the GB/s each reaches against the copy
-  #              bandwidth; kernel_bw.txt; its own compile, since the benchmarking harness changes the generated code)
-  #   GC         the fastest with inductor's combo kernels (many small independent kernels in one: the step's ~300
-  #              weight casts and its small bias-gradient reductions; its own compile). In code generated on
-  #              the CPU (per-channel GroupNorm, forced layouts) they take the step from 1,088 Triton launches
-  #              to 690, and with R from 941 to 592 (the same 28.6 GB)
-  #   GT         the fastest with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
+  #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
+  #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm code A G GG GGR masks profile GR G2 GG2 syncs Grepeat kernel-bw GC GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm code G GC G2 masks profile kernel-bw GN Grepeat GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -209,14 +201,13 @@ if [ "$STAGE" = train ]; then
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
-  LO="--inductor force_layout_optimization=true"
-  PC="--group-norm per-channel"
-  R="--inductor realize_reads_threshold=64 --inductor realize_acc_reads_threshold=64 --inductor realize_opcount_threshold=1000"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GG]="$G $PC" [GG2]="$G $PC" [LO]="$LO" [GR]="$G $R"
-                [GGR]="$G $PC $R")
-  declare -A EXTRA=([GC]="--inductor combo_kernels=true" [GT]="--inductor coordinate_descent_tuning=true")
-  declare -A BS=([G2]=$((2 * BATCH)) [GG2]=$((2 * BATCH)))
-  declare -A CODE=([G]=1 [GG]=1 [GGR]=1)  # warm-up runs whose generated code is kept
+  # G's other settings spelled out, for the runs without graphs (trainer.CUDA_GRAPH_OPTIONS, --group-norm auto)
+  UG="--group-norm per-channel --inductor force_layout_optimization=true --inductor realize_reads_threshold=64
+      --inductor realize_acc_reads_threshold=64 --inductor realize_opcount_threshold=1000"
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true"
+                [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
+  declare -A BS=([G2]=$((2 * BATCH)))
+  declare -A CODE=([G]=1 [GC]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
@@ -227,44 +218,26 @@ if [ "$STAGE" = train ]; then
     done
     wait "${pids[@]}"  # these alone: a bare wait would also wait for the log's tee
   }
-  fastest() {  # the fastest of the graphed variants timed so far (G when none was)
-    $PY - "$WORK" G GG GR GGR <<'PY'
-import json, sys
-from pathlib import Path
-speed = {}
-for k in sys.argv[2:]:
-    try:
-        speed[k] = json.loads((Path(sys.argv[1]) / f"train_{k}.json").read_text())["img_per_s"]
-    except (OSError, KeyError, ValueError):
-        pass
-print(max(speed, key=speed.get) if speed else "G")
-PY
-  }
-  ungraphed() {  # the fastest variant's settings with its forced layouts but without CUDA graphs
-    local b; b=$(fastest)
-    echo "${V[$b]//--cuda-graphs/} $LO"
-  }
   timed() {  # timed KEY: the variant's throughput row
-    if [[ -v EXTRA[$1] ]]; then read -r -a args <<< "${V[$(fastest)]} ${EXTRA[$1]}"; else read -r -a args <<< "${V[$1]}"; fi
+    read -r -a args <<< "${V[$1]}"
     step "train-$1" $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$1]:-$BATCH}" --steps "$THR_STEPS" --results "$RES" \
       --json "$WORK/train_$1.json"
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm A G GG GGR ;;
-      code) step code $PY benchmarks/inductor_code.py "$WORK/warm_G.log" "$WORK/warm_GG.log" "$WORK/warm_GGR.log" \
-              | tee "$WORK/code.txt" ;;
+      warm) step warm warm ${WARM:-G GC G2} ;;
+      code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GC.log | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       syncs) step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" \
                --compile $G --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt" ;;
       profile) step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" \
-                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $(ungraphed) \
+                 --batch-size "$BATCH" --steps 10 --device "$DEVICE" --compile $UG \
                  --top 30 --out "$WORK/profile_compiled_LO.txt" ;;
       kernel-bw) step kernel-bw env TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$WORK/kernel_bw.txt" \
-                   $PY "${T[@]}" $(ungraphed) --batch-size "$BATCH" --steps 2 --log-every 1 \
+                   $PY "${T[@]}" $UG --batch-size "$BATCH" --steps 2 --log-every 1 \
                    --results "$WORK/kernel_bw.md" ;;
-      *) if [[ -v V[$s] || -v EXTRA[$s] ]]; then timed "$s"; else echo "=== unknown TRAIN_STEPS entry: $s"; fi ;;
+      *) if [[ -v V[$s] ]]; then timed "$s"; else echo "=== unknown TRAIN_STEPS entry: $s"; fi ;;
     esac
   done
 fi
