@@ -91,6 +91,18 @@ class _Generated(Exception):
     """Raised once the wrapper code exists, before anything would be compiled."""
 
 
+def on_cuda(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The graph's factory calls made on the CPU moved to the GPU: zeros, full (a keyword argument) and, under
+    fallback_random=false, inductor_seeds (a positional one)."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    for n in gm.graph.nodes:
+        if n.kwargs.get("device") == cpu:
+            n.kwargs = {**n.kwargs, "device": cuda}
+        n.args = tuple(cuda if a == cpu else a for a in n.args)
+    gm.recompile()
+    return gm
+
+
 def generate(gm: torch.fx.GraphModule, name: str) -> str:
     """Inductor's CUDA module for one graph traced on the CPU."""
     from torch._inductor.compile_fx import compile_fx_inner
@@ -102,10 +114,7 @@ def generate(gm: torch.fx.GraphModule, name: str) -> str:
     with mode:
         inputs = [torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="cuda") if isinstance(v, torch.Tensor) else v
                   for v in (n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder")]
-    for n in gm.graph.nodes:  # factory calls (zeros, full, ...) made on the CPU
-        if n.kwargs.get("device") == torch.device("cpu"):
-            n.kwargs = {**n.kwargs, "device": torch.device("cuda", 0)}
-    gm.recompile()
+    on_cuda(gm)
     FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
 
     code = []

@@ -268,3 +268,22 @@ def test_dropout_mask_check_finds_the_shared_mask(benchmarks, capsys):
     fresh = float(line.split("fresh mask ")[1].split(":")[0])
     assert line.endswith("same mask") and online_vs_target < 1e-4 < fresh
     sys.modules.pop("dropout_masks", None)
+
+
+def test_gpu_codegen_moves_every_cpu_factory_call_to_the_gpu(benchmarks):
+    """The traced graphs are made on the CPU; their factory calls must allocate on the (fake) GPU, whether the
+    device is a keyword (zeros) or positional (inductor_seeds, from inductor's own dropout random numbers)."""
+    import torch
+    import torch._inductor.inductor_prims  # noqa: F401  (registers prims.inductor_seeds)
+
+    import gpu_codegen
+
+    g = torch.fx.Graph()
+    seeds = g.call_function(torch.ops.prims.inductor_seeds.default, (2, torch.device("cpu")))
+    zeros = g.call_function(torch.ops.aten.zeros.default, ([3],), {"device": torch.device("cpu")})
+    g.output((seeds, zeros))
+    gm = gpu_codegen.on_cuda(torch.fx.GraphModule(torch.nn.Module(), g))
+    for name in ("gpu_codegen", "inductor_code", "traffic_bound"):
+        sys.modules.pop(name, None)
+    seeds, zeros = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert seeds.args == (2, torch.device("cuda", 0)) and zeros.kwargs["device"] == torch.device("cuda", 0)
