@@ -17,6 +17,7 @@ import copy
 
 import torch
 
+from alignlearn.networks.norm import resolve_group_norm, with_channel_stats_group_norms
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
 from alignlearn.trainer import compile_for_training, training_inductor_options
@@ -38,6 +39,8 @@ def main(argv=None):
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     net = build_backbone(preset_config(a.preset, image_shape=(1, 32, 32), dropout=0.3)).to(dev).train()
+    if resolve_group_norm("auto", a.cuda_graphs) == "per-channel":  # the trainer's GroupNorm: the same graphs
+        with_channel_stats_group_norms(net)
     with torch.no_grad():  # the zero-initialised output layer would hide the mask
         for q in net.parameters():
             q.add_(0.05 * torch.randn_like(q))
