@@ -67,6 +67,9 @@ def train(
     group_norm: str = typer.Option("auto", help="GroupNorm statistics: auto (per-channel with --cuda-graphs, else "
                                    "native) | native | per-channel (the same function; per-channel reads "
                                    "channels-last memory contiguously)."),
+    dropout_rng: str = typer.Option("replay", help="The target pass's shared dropout mask: replay (the online pass's "
+                                    "RNG state replayed) | counter (a hash of a per-step seed and each unit's "
+                                    "position: shared by construction, fused into compiled kernels)."),
     log_every: int = typer.Option(25, help="Steps between metrics lines (the only host syncs)."),
     ckpt_every: int = typer.Option(1000, help="Steps between checkpoints."),
     sample_every: int = typer.Option(1000, help="Steps between preview grids."),
@@ -97,7 +100,7 @@ def train(
         tc = TrainConfig(
             steps=steps or (1_000_000 if time_budget else 2000), time_budget_s=time_budget, batch_size=batch_size, lr=lr, optimizer=optimizer, warmup=warmup, grad_clip=grad_clip,
             ema_decay=ema_decay, class_cond=class_cond, cond_drop=cond_drop, seed=seed, device=device, bf16=bf16,
-            compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last, group_norm=group_norm, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every,
+            compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last, group_norm=group_norm, dropout_rng=dropout_rng, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every,
         )
         data_dir_s = str(data_dir) if data_dir else None
         data_pair = load_data(data, data_dir_s, image_size)

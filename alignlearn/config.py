@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .errors import UserError
+from .networks.dropout import DROPOUT_RNGS
 from .networks.norm import GROUP_NORMS
 from .objectives import ObjectiveConfig
 from .schedule import EPS, SIGMA_DATA, T_MAX
@@ -54,6 +55,7 @@ class TrainConfig:
     cuda_graphs: bool = False  # the compiled passes as CUDA graphs (trainer.CUDA_GRAPH_OPTIONS); needs compile, one GPU
     channels_last: bool = True
     group_norm: str = "auto"  # how GroupNorm computes its statistics (networks/norm.resolve_group_norm); same function
+    dropout_rng: str = "replay"  # the shared iCT dropout mask: replayed RNG state, or counter-based (networks/dropout.py)
     log_every: int = 25
     ckpt_every: int = 1000
     sample_every: int = 1000
@@ -73,6 +75,8 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if self.group_norm not in ("auto", *GROUP_NORMS):
             raise UserError(f"unknown --group-norm {self.group_norm!r}; choose from auto, {', '.join(GROUP_NORMS)}")
+        if self.dropout_rng not in DROPOUT_RNGS:
+            raise UserError(f"unknown --dropout-rng {self.dropout_rng!r}; choose from {', '.join(DROPOUT_RNGS)}")
         if self.cuda_graphs and not self.compile:
             raise UserError("--cuda-graphs needs --compile: the graphs are captured from the compiled passes")
         if self.time_budget_s < 0:

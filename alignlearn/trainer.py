@@ -38,6 +38,7 @@ from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
 from .models import build_model, load_teacher
+from .networks.dropout import dropout_seeds, with_counter_dropout
 from .networks.norm import resolve_group_norm, with_channel_stats_group_norms
 from .objectives import build_objective
 from .previews import preview
@@ -219,6 +220,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     channels_last = tc.channels_last and on_gpu and image_like
     if resolve_group_norm(tc.group_norm, tc.cuda_graphs) == "per-channel":  # before the EMA copies: same computation
         with_channel_stats_group_norms(raw)
+    if tc.dropout_rng == "counter":  # before the EMA copies, each of which then holds its own seed
+        with_counter_dropout(raw)
     if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout
         raw.to(memory_format=torch.channels_last)
     ema = EMA(raw, tc.ema_decay)
@@ -231,6 +234,9 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     clock = TimeBudget(tc.time_budget_s, tc.steps, budget_spent)
     if target_ema is not None:
         target_ema.module.train()  # dropout as in the online pass, with the same mask
+
+    # counter-based dropout: the online and target passes read the same per-step seed, drawn on the device
+    seeds = dropout_seeds(raw) + (dropout_seeds(target_ema.module) if target_ema is not None else [])
 
     net = DistributedDataParallel(raw, device_ids=[device.index] if on_gpu else None) if info.enabled else raw
     target_net = target_ema if target_ema is not None else net
@@ -305,6 +311,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                 if tc.class_cond:
                     drop = torch.rand(local_batch, device=device) < tc.cond_drop
                     labels = torch.where(drop, null_label, y_all[idx])
+                if seeds:
+                    torch._foreach_copy_(seeds, [torch.randint(2**31 - 1, (), device=device)] * len(seeds))
                 for g in optimizer.param_groups:
                     g["lr"] = _lr_at(step, tc.lr, tc.warmup)
                 k_curriculum = clock.curriculum_step(step)

@@ -1,0 +1,87 @@
+"""Counter-based dropout: the mask is a hash of (step seed, dropout site, element position).
+
+iCT's target pass must drop the same units as the online pass. The default way replays the RNG state
+between the passes (objectives._replay_rng), which holds only while both passes draw their random numbers
+in the same order: eager PyTorch's (inductor's fallback_random), an unfused kernel per dropout in compiled
+training. Here the mask is a pure function of a seed that the trainer sets once per step, of the module's
+site number and of each element's logical position, so the two passes agree by construction,
+whatever the memory layout or the order of the graphs' random ops, and inductor fuses the hash into the
+kernels around it (integer arithmetic on the index, nothing read from memory).
+
+The hash is the 32-bit integer mixer x ^= x >> 16; x *= 0x45d9f3b (twice), x ^= x >> 16: a bijection of
+32-bit values with good avalanche. It runs in int64 with an explicit 32-bit mask, so no product exceeds
+2**63 (no signed overflow on any backend). An element is kept when the hash's low 24 bits are at least
+round(p * 2**24): the keep probability is 1 - p to within 2**-24. Positions 2**32 apart share a mask bit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DROPOUT_RNGS = ("replay", "counter")  # --dropout-rng: objectives._replay_rng's default, or this module
+
+_MASK32 = 0xFFFFFFFF
+_MULT = 0x45D9F3B
+_SITE_STEP = 0x9E3779B9  # the golden-ratio increment: consecutive sites far apart before mixing
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """The 32-bit mixer on int64 tensors holding values in [0, 2**32)."""
+    x = ((x >> 16) ^ x) * _MULT & _MASK32
+    x = ((x >> 16) ^ x) * _MULT & _MASK32
+    return (x >> 16) ^ x
+
+
+def keep_mask(shape: torch.Size, p: float, seed: torch.Tensor, site: int) -> torch.Tensor:
+    """Bool mask of `shape`, True with probability 1 - p, a function of (seed, site, logical position)."""
+    key = mix32((seed.to(torch.int64) ^ (site * _SITE_STEP)) & _MASK32)
+    index = torch.arange(shape.numel(), device=seed.device, dtype=torch.int64)
+    if len(shape) == 4:  # positions numbered (n, h, w, c): the mask (saved for the backward) is laid out channels-last,
+        n, c, h, w = shape  # as the activations are, instead of turning the backward's gradients to NCHW order
+        index = index.view(n, h, w, c).permute(0, 3, 1, 2)
+    else:
+        index = index.view(shape)
+    h = mix32((index ^ key) & _MASK32)
+    return (h & 0xFFFFFF) >= round(p * (1 << 24))
+
+
+class CounterDropout(nn.Module):
+    """nn.Dropout's function with a counter-based mask; `seed` (a 0-dim int64 tensor, shared by every site of a
+    model and not saved in checkpoints) is set by the trainer before each step."""
+
+    def __init__(self, p: float, site: int, seed: torch.Tensor):
+        super().__init__()
+        self.p, self.site = p, site
+        self.register_buffer("seed", seed, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = keep_mask(x.shape, self.p, self.seed, self.site)
+        return torch.where(keep, x * (1.0 / (1.0 - self.p)), torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, site={self.site}"
+
+
+def with_counter_dropout(model: nn.Module) -> nn.Module:
+    """Every nn.Dropout in `model` (in place) a CounterDropout, numbered in module order, all reading one
+    seed tensor; returns `model`. Call it before copying the model (EMA): a copy gets its own seed tensor."""
+    seed = torch.zeros((), dtype=torch.int64, device=next(model.parameters()).device)
+    site = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Dropout):
+                setattr(parent, name, CounterDropout(child.p, site, seed))
+                site += 1
+    return model
+
+
+def dropout_seeds(model: nn.Module) -> list[torch.Tensor]:
+    """The distinct seed tensors of a model's CounterDropout sites (one after with_counter_dropout)."""
+    seen: dict[int, torch.Tensor] = {}
+    for m in model.modules():
+        if isinstance(m, CounterDropout):
+            seen.setdefault(id(m.seed), m.seed)
+    return list(seen.values())
