@@ -1,7 +1,7 @@
 """Do the compiled online pass and the compiled target pass draw the same dropout mask?
 
     python benchmarks/dropout_masks.py --device cuda --inductor fallback_random=false
-    python benchmarks/dropout_masks.py --device cuda --channels-last --cuda-graphs
+    python benchmarks/dropout_masks.py --device cuda --channels-last --cuda-graphs [--dropout-rng counter]
 
 iCT's target pass replays the RNG state of the online pass so both drop the same units. The trainer
 compiles both with inductor's fallback_random (eager PyTorch's random numbers). Without it, inductor
@@ -17,6 +17,7 @@ import copy
 
 import torch
 
+from alignlearn.networks.dropout import DROPOUT_RNGS, dropout_seeds, with_counter_dropout
 from alignlearn.networks.norm import resolve_group_norm, with_channel_stats_group_norms
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
@@ -31,6 +32,7 @@ def main(argv=None):
     p.add_argument("--channels-last", action="store_true",
                    help="weights and input in channels-last memory, as the trainer keeps them on the GPU")
     p.add_argument("--cuda-graphs", action="store_true", help="compile as the trainer's --cuda-graphs does")
+    p.add_argument("--dropout-rng", choices=DROPOUT_RNGS, default="replay", help="the trainer's --dropout-rng")
     add_inductor_option(p)
     a = p.parse_args(argv)
     apply_inductor_options(a.inductor)
@@ -41,6 +43,8 @@ def main(argv=None):
     net = build_backbone(preset_config(a.preset, image_shape=(1, 32, 32), dropout=0.3)).to(dev).train()
     if resolve_group_norm("auto", a.cuda_graphs) == "per-channel":  # the trainer's GroupNorm: the same graphs
         with_channel_stats_group_norms(net)
+    if a.dropout_rng == "counter":
+        with_counter_dropout(net)
     with torch.no_grad():  # the zero-initialised output layer would hide the mask
         for q in net.parameters():
             q.add_(0.05 * torch.randn_like(q))
@@ -48,10 +52,13 @@ def main(argv=None):
     if a.channels_last:  # inductor picks each graph's buffer layouts by its own heuristic: the two passes may differ
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     target = copy.deepcopy(net).requires_grad_(False).train()
+    seeds = dropout_seeds(net) + dropout_seeds(target)
     online_c, target_c = compile_for_training(net, a.cuda_graphs), compile_for_training(target, a.cuda_graphs)
     worst = 0.0
     for _ in range(3):  # the trainer's step, as CUDA graphs see it: nothing else runs between its steps
         torch.compiler.cudagraph_mark_step_begin()  # as the trainer does: one CUDA-graph generation per step
+        if seeds:  # as the trainer does: one new seed per step for both passes
+            torch._foreach_copy_(seeds, [torch.randint(2**31 - 1, (), device=dev)] * len(seeds))
         with torch.no_grad(), _replay_rng(dev):
             y_target = target_c(x, t).float()  # a copy out of the graph's memory, as the objective's .float()
         y_online = online_c(x, t).float()
@@ -61,9 +68,12 @@ def main(argv=None):
     # next step's backward under CUDA graphs, as a third call in its generation (H100, session 11) and in a
     # generation of its own ("output overwritten", H100, session 14).
     with torch.no_grad():
+        for s in seeds:
+            s.add_(1)
         fresh = (target(x, t).float() - y_target).abs().max().item()
     same = worst < 1e-2 * max(fresh, 1e-12)  # one differently dropped unit moves the output by O(fresh)
     layout = "channels-last, " if a.channels_last else ""
+    layout += "counter dropout, " if a.dropout_rng == "counter" else ""
     print(f"{a.preset}, {layout}inductor {training_inductor_options(a.cuda_graphs)}: online vs target {worst:.3g}, fresh mask {fresh:.3g}: "
           f"{'same mask' if same else 'DIFFERENT masks'}")
 

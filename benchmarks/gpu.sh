@@ -172,7 +172,7 @@ if [ "$STAGE" = train ]; then
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
   # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GN"):
-  #   warm       the graphs of $WARM (default G, GF, GC and G2) compiled at once in 1-step runs, so the inductor
+  #   warm       the graphs of $WARM (default G, GF, GH and GC) compiled at once in 1-step runs, so the inductor
   #              cache serves the later runs (one step compiles every pass); their generated code kept
   #              (TORCH_LOGS=output_code, warm_KEY.log). Session 14: four batch-512 variants 205 s, GC and
   #              a batch-1024 variant 219 s. Their 1-step runs may exceed the GPU's memory together (~18.5 GB
@@ -183,12 +183,17 @@ if [ "$STAGE" = train ]; then
   #              of the two forward passes (281M elements each, 2.8 GB a step) fused into inductor's kernels; the
   #              emulated step's kernels then move 28.9 GB instead of 28.6 + 2.8 (session 14, CPU). Session 11
   #              timed it +-0 under the old --cuda-graphs. Only usable if masksF says "same mask"
+  #   GH         G with counter-based dropout (--dropout-rng counter: the mask a hash of a per-step seed and each
+  #              unit's position, shared by construction): the same emulated bytes as GF (28.9 GB), plus the hash's
+  #              integer arithmetic
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300 weight
   #              casts and its small bias-gradient reductions; 941 to 592 Triton launches in code generated on
   #              the CPU, the same bytes)
-  #   G2         G at twice the batch
+  #   G2         G at twice the batch (its own compile)
   #   masks      do the online and target passes share their dropout mask under G? (masks.txt; ~100 s)
   #   masksF     the same under GF
+  #   masksH     the same under GH (shared by construction; this checks that the graphs see each step's seed,
+  #              which the tiny preset with the check's dropout shows in a short compile)
   #   profile    G's settings without graphs (a profile sees no launching op inside a graph): the device time
   #              by kernel (profile_compiled_LO.txt; its own compile)
   #   kernel-bw  inductor's own per-kernel report for the same settings (TORCHINDUCTOR_PROFILE: each Triton
@@ -199,7 +204,7 @@ if [ "$STAGE" = train ]; then
   #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm code G GF GC G2 masks masksF profile kernel-bw GN Grepeat A GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm code G GF GH GC masks masksH masksF profile kernel-bw G2 GN Grepeat A GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -211,7 +216,7 @@ if [ "$STAGE" = train ]; then
   UG="--group-norm per-channel --inductor force_layout_optimization=true --inductor realize_reads_threshold=64
       --inductor realize_acc_reads_threshold=64 --inductor realize_opcount_threshold=1000"
   declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true"
-                [GF]="$G --inductor fallback_random=false"
+                [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
                 [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
   declare -A BS=([G2]=$((2 * BATCH)))
   declare -A CODE=([G]=1 [GC]=1)  # warm-up runs whose generated code is kept
@@ -232,12 +237,14 @@ if [ "$STAGE" = train ]; then
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm ${WARM:-G GF GC G2} ;;
+      warm) step warm warm ${WARM:-G GF GH GC} ;;
       code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GC.log | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       masksF) step masks-GF $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
                 --inductor fallback_random=false | tee -a "$WORK/masks.txt" ;;
+      masksH) step masks-GH $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
+                --dropout-rng counter | tee -a "$WORK/masks.txt" ;;
       syncs) step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" \
                --compile $G --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt" ;;
       profile) step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" \

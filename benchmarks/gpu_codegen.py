@@ -156,7 +156,7 @@ def main(argv=None) -> list[dict]:
     apply_inductor_options(a.inductor)
     with sdpa_kernel([SDPBackend.MATH]):  # CUDA has no lowering of the CPU's fused attention
         graphs, _ = capture_graphs(a.preset, a.batch_size, (a.channels, a.image_size, a.image_size), a.parameterisation,
-                                   a.group_norm)
+                                   a.group_norm, a.dropout_rng)
     from alignlearn.trainer import INDUCTOR_OPTIONS
 
     # profile_bandwidth writes each kernel's traffic estimate into its source and changes no kernel

@@ -65,6 +65,7 @@ def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) ->
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
     p.add_argument("--group-norm", default="auto", help="auto | native | per-channel (alignlearn/networks/norm.py)")
+    p.add_argument("--dropout-rng", default="replay", help="replay | counter (alignlearn/networks/dropout.py)")
     add_inductor_option(p)
 
 
@@ -98,7 +99,8 @@ def variant(a: argparse.Namespace, dev: str) -> str:
     base = ("bf16" if dev != "cpu" and not a.no_bf16 else "fp32") + (" + compile" if a.compile else "") + (
         " + CUDA graphs" if a.cuda_graphs else "")
     extras = (["NCHW"] if a.no_channels_last and dev != "cpu" else []) + (
-        [f"{gn} GroupNorm"] if (gn := resolve_group_norm(a.group_norm, a.cuda_graphs)) != "native" else []) + a.inductor
+        [f"{gn} GroupNorm"] if (gn := resolve_group_norm(a.group_norm, a.cuda_graphs)) != "native" else []) + (
+        [f"{a.dropout_rng} dropout"] if a.dropout_rng != "replay" else []) + a.inductor
     return ", ".join([base] + extras)
 
 
@@ -107,7 +109,7 @@ def training_run(a: argparse.Namespace):
     apply_inductor_options(a.inductor)
     train_set, test_set = load_data(a.data, a.data_dir)
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, device=a.device, compile=a.compile, bf16=not a.no_bf16,
-                     cuda_graphs=a.cuda_graphs, channels_last=not a.no_channels_last, group_norm=a.group_norm, log_every=a.log_every,
+                     cuda_graphs=a.cuda_graphs, channels_last=not a.no_channels_last, group_norm=a.group_norm, dropout_rng=a.dropout_rng, log_every=a.log_every,
                      ckpt_every=10**9, sample_every=10**9)
     cfg = make_run_config(ObjectiveConfig(a.objective), tc, data_name=a.data, shape=train_set.shape,
                           num_classes=train_set.num_classes, preset=a.preset)

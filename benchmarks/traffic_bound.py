@@ -33,6 +33,7 @@ from torch import nn
 
 from alignlearn.config import ModelConfig
 from alignlearn.models import build_model
+from alignlearn.networks.dropout import DROPOUT_RNGS, with_counter_dropout
 from alignlearn.networks.norm import GROUP_NORMS, ChannelStatsGroupNorm, with_fp32_group_norms, with_group_norms
 from alignlearn.networks.presets import preset_config
 from alignlearn.trainer import INDUCTOR_OPTIONS
@@ -152,7 +153,7 @@ def as_under_cuda_autocast(model: nn.Module, group_norm: str) -> nn.Module:
 
 
 def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisation: str,
-                   group_norm: str = "native") -> tuple[list, nn.Module]:
+                   group_norm: str = "native", dropout_rng: str = "replay") -> tuple[list, nn.Module]:
     """[(name, graph)] of the compiled network's training forward, backward and no-grad forward, and the model."""
     from functorch.compile import make_boxed_func
     from torch._inductor.compile_fx import compile_fx
@@ -169,6 +170,8 @@ def capture_graphs(preset: str, batch: int, shape: tuple[int, ...], parameterisa
 
     model = build_model(ModelConfig(parameterisation=parameterisation, backbone=preset_config(preset, image_shape=shape)))
     as_under_cuda_autocast(model, group_norm)
+    if dropout_rng == "counter":
+        with_counter_dropout(model)
     model = model.to(memory_format=torch.channels_last).train()
     # Static shapes: after other compilations of the same code in this process (a test session), dynamo
     # would otherwise trace sizes as symbols, and bytes must be numbers.
@@ -205,6 +208,7 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--parameterisation", default="noiser")
     p.add_argument("--group-norm", choices=GROUP_NORMS, default="native", help="GroupNorm statistics (networks/norm.py)")
+    p.add_argument("--dropout-rng", choices=DROPOUT_RNGS, default="replay", help="the shared mask (networks/dropout.py)")
     add_inductor_option(p)
 
 
@@ -218,7 +222,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     apply_inductor_options(a.inductor)
     shape = (a.channels, a.image_size, a.image_size)
-    graphs, model = capture_graphs(a.preset, a.batch_size, shape, a.parameterisation, a.group_norm)
+    graphs, model = capture_graphs(a.preset, a.batch_size, shape, a.parameterisation, a.group_norm, a.dropout_rng)
     if len(graphs) != 3:
         raise SystemExit(f"expected 3 compiled graphs, inductor was given {len(graphs)}: {[n for n, _ in graphs]}")
     n_params = sum(p.numel() for p in model.parameters())

@@ -257,12 +257,13 @@ def test_inductor_code_counts_each_launch_of_a_kernel_and_its_traffic(monkeypatc
     assert graph["traffic"] == {"native_group_norm_silu": 0.5} and graph["launches"] == {"native_group_norm_silu": 2}
 
 
-def test_dropout_mask_check_finds_the_shared_mask(benchmarks, capsys):
+@pytest.mark.parametrize("rng", ["replay", "counter"])
+def test_dropout_mask_check_finds_the_shared_mask(benchmarks, capsys, rng):
     """The compiled online and target passes of the trainer's step draw one dropout mask (iCT), and the check
     tells that apart from another mask's effect (here on the CPU, where there are no CUDA graphs)."""
     import dropout_masks
 
-    dropout_masks.main(["--device", "cpu", "--preset", "tiny", "--channels-last"])
+    dropout_masks.main(["--device", "cpu", "--preset", "tiny", "--channels-last", "--dropout-rng", rng])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     online_vs_target = float(line.split("online vs target ")[1].split(",")[0])
     fresh = float(line.split("fresh mask ")[1].split(":")[0])
