@@ -48,7 +48,8 @@ def keep_mask(shape: torch.Size, p: float, seed: torch.Tensor, site: int) -> tor
 
 class CounterDropout(nn.Module):
     """nn.Dropout's function with a counter-based mask; `seed` (a 0-dim int64 tensor, shared by every site of a
-    model and not saved in checkpoints) is set by the trainer before each step."""
+    model and not saved in checkpoints) is set by the trainer before each step. Meant for compiled training:
+    run eagerly, the hash materialises int64 positions and intermediates (8 bytes per unit each)."""
 
     def __init__(self, p: float, site: int, seed: torch.Tensor):
         super().__init__()
