@@ -184,8 +184,8 @@ if [ "$STAGE" = train ]; then
   #              emulated step's kernels then move 28.9 GB instead of 28.6 + 2.8 (session 14, CPU). Session 11
   #              timed it +-0 under the old --cuda-graphs. Only usable if masksF says "same mask"
   #   GH         G with counter-based dropout (--dropout-rng counter: the mask a hash of a per-step seed and each
-  #              unit's position, shared by construction): the same emulated bytes as GF (28.9 GB), plus the hash's
-  #              integer arithmetic
+  #              unit's position, shared by construction, recomputed in the backward): emulated 28.0 GB, the least
+  #              of all, plus the hash's integer arithmetic
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300 weight
   #              casts and its small bias-gradient reductions; 941 to 592 Triton launches in code generated on
   #              the CPU, the same bytes)

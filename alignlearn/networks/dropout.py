@@ -16,8 +16,11 @@ round(p * 2**24): the keep probability is 1 - p to within 2**-24. Positions 2**3
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 DROPOUT_RNGS = ("replay", "counter")  # --dropout-rng: objectives._replay_rng's default, or this module
 
@@ -37,13 +40,23 @@ def keep_mask(shape: torch.Size, p: float, seed: torch.Tensor, site: int) -> tor
     """Bool mask of `shape`, True with probability 1 - p, a function of (seed, site, logical position)."""
     key = mix32((seed.to(torch.int64) ^ (site * _SITE_STEP)) & _MASK32)
     index = torch.arange(shape.numel(), device=seed.device, dtype=torch.int64)
-    if len(shape) == 4:  # positions numbered (n, h, w, c): the mask (saved for the backward) is laid out channels-last,
-        n, c, h, w = shape  # as the activations are, instead of turning the backward's gradients to NCHW order
+    if len(shape) == 4:  # positions numbered (n, h, w, c): a stored mask is channels-last like the activations; one
+        n, c, h, w = shape  # in NCHW order turned the compiled backward's gradients to NCHW (emulated, RESULTS.md)
         index = index.view(n, h, w, c).permute(0, 3, 1, 2)
     else:
         index = index.view(shape)
     h = mix32((index ^ key) & _MASK32)
     return (h & 0xFFFFFF) >= round(p * (1 << 24))
+
+
+def _recompute(ctx, op, *args, **kwargs):
+    return CheckpointPolicy.MUST_RECOMPUTE
+
+
+# The mask's operations are tagged for recomputation in the backward (selective activation checkpointing): left
+# to itself, the compiled training step stores each bool mask (1 byte a unit, written and read back), although
+# it costs only integer arithmetic on the seed to compute again.
+_RECOMPUTE_MASK = partial(create_selective_checkpoint_contexts, _recompute)
 
 
 class CounterDropout(nn.Module):
@@ -59,7 +72,8 @@ class CounterDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = keep_mask(x.shape, self.p, self.seed, self.site)
+        keep = checkpoint(keep_mask, x.shape, self.p, self.seed, self.site, use_reentrant=False,
+                          context_fn=_RECOMPUTE_MASK)
         return torch.where(keep, x * (1.0 / (1.0 - self.p)), torch.zeros((), dtype=x.dtype, device=x.device))
 
     def extra_repr(self) -> str:

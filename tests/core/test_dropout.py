@@ -54,13 +54,18 @@ def test_output_scales_kept_units_and_ignores_memory_layout():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_compiled_mask_equals_eager():
+def test_compiled_mask_and_gradient_equal_eager():
     drop = CounterDropout(0.1, site=5, seed=_seed(2**31 - 5)).train()
-    x = torch.randn(2, 16, 8, 8)
     compiled = torch.compile(drop)
-    assert torch.equal(compiled(x), drop(x))
-    drop.seed.fill_(17)  # a new step: the compiled graph reads the new seed, no recompile needed to see it
-    assert torch.equal(compiled(x), drop(x))
+    for seed in (2**31 - 5, 17):  # a new step's seed: the compiled graphs read it, no recompile needed to see it
+        drop.seed.fill_(seed)
+        x = torch.randn(2, 16, 8, 8, requires_grad=True)
+        g = torch.randn(2, 16, 8, 8)
+        y_eager, y = drop(x), compiled(x)
+        assert torch.equal(y, y_eager)
+        (grad_eager,) = torch.autograd.grad(y_eager, x, g)
+        (grad,) = torch.autograd.grad(y, x, g)
+        assert torch.equal(grad, grad_eager)  # the backward's recomputed mask is the forward's
 
 
 def test_with_counter_dropout_numbers_sites_and_shares_one_seed_per_model():
