@@ -73,7 +73,7 @@ class CounterDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         keep = checkpoint(keep_mask, x.shape, self.p, self.seed, self.site, use_reentrant=False,
-                          context_fn=_RECOMPUTE_MASK)
+                          context_fn=_RECOMPUTE_MASK, preserve_rng_state=False)  # the mask draws no random numbers
         return torch.where(keep, x * (1.0 / (1.0 - self.p)), torch.zeros((), dtype=x.dtype, device=x.device))
 
     def extra_repr(self) -> str:
