@@ -38,7 +38,7 @@ from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
 from .models import build_model, load_teacher
-from .networks.dropout import dropout_seeds, with_counter_dropout
+from .networks.dropout import draw_step_seed, dropout_seeds, with_counter_dropout
 from .networks.norm import resolve_group_norm, with_channel_stats_group_norms
 from .objectives import build_objective
 from .previews import preview
@@ -311,8 +311,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                 if tc.class_cond:
                     drop = torch.rand(local_batch, device=device) < tc.cond_drop
                     labels = torch.where(drop, null_label, y_all[idx])
-                if seeds:
-                    torch._foreach_copy_(seeds, [torch.randint(2**31 - 1, (), device=device)] * len(seeds))
+                draw_step_seed(seeds)
                 for g in optimizer.param_groups:
                     g["lr"] = _lr_at(step, tc.lr, tc.warmup)
                 k_curriculum = clock.curriculum_step(step)

@@ -17,7 +17,7 @@ import copy
 
 import torch
 
-from alignlearn.networks.dropout import DROPOUT_RNGS, dropout_seeds, with_counter_dropout
+from alignlearn.networks.dropout import DROPOUT_RNGS, draw_step_seed, dropout_seeds, with_counter_dropout
 from alignlearn.networks.norm import resolve_group_norm, with_channel_stats_group_norms
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
@@ -57,8 +57,7 @@ def main(argv=None):
     worst = 0.0
     for _ in range(3):  # the trainer's step, as CUDA graphs see it: nothing else runs between its steps
         torch.compiler.cudagraph_mark_step_begin()  # as the trainer does: one CUDA-graph generation per step
-        if seeds:  # as the trainer does: one new seed per step for both passes
-            torch._foreach_copy_(seeds, [torch.randint(2**31 - 1, (), device=dev)] * len(seeds))
+        draw_step_seed(seeds)  # as the trainer does: one new seed per step for both passes (counter dropout)
         with torch.no_grad(), _replay_rng(dev):
             y_target = target_c(x, t).float()  # a copy out of the graph's memory, as the objective's .float()
         y_online = online_c(x, t).float()

@@ -214,9 +214,11 @@ if [ "$STAGE" = train ]; then
   PK=${PEAK:+--peak-tflops $PEAK}
   T=(benchmarks/throughput.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" --compile $PK)
   G="--cuda-graphs"; [ "$DEVICE" = cuda ] || G=""  # CUDA graphs need CUDA: the CPU smoke test times plain compile
-  # G's other settings spelled out, for the runs without graphs (trainer.CUDA_GRAPH_OPTIONS, --group-norm auto)
-  UG="--group-norm per-channel --inductor force_layout_optimization=true --inductor realize_reads_threshold=64
-      --inductor realize_acc_reads_threshold=64 --inductor realize_opcount_threshold=1000"
+  # G's other settings, for the runs without graphs: read from the trainer (CUDA_GRAPH_OPTIONS less the graphs,
+  # and what --group-norm auto picks under them), so they cannot drift from what G runs
+  UG=$($PY -c 'from alignlearn.networks.norm import resolve_group_norm as r; from alignlearn.trainer import CUDA_GRAPH_OPTIONS as o
+print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for k, v in o.items() if k != "triton.cudagraphs"))')
+  echo "G's settings without graphs: $UG"
   declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true"
                 [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
                 [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")

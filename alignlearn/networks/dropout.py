@@ -16,11 +16,14 @@ round(p * 2**24): the keep probability is 1 - p to within 2**-24. Positions 2**3
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+from .replace import replace_modules
 
 DROPOUT_RNGS = ("replay", "counter")  # --dropout-rng: objectives._replay_rng's default, or this module
 
@@ -84,13 +87,15 @@ def with_counter_dropout(model: nn.Module) -> nn.Module:
     """Every nn.Dropout in `model` (in place) a CounterDropout, numbered in module order, all reading one
     seed tensor; returns `model`. Call it before copying the model (EMA): a copy gets its own seed tensor."""
     seed = torch.zeros((), dtype=torch.int64, device=next(model.parameters()).device)
-    site = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Dropout):
-                setattr(parent, name, CounterDropout(child.p, site, seed))
-                site += 1
-    return model
+    sites = itertools.count()
+    return replace_modules(model, nn.Dropout, lambda d: CounterDropout(d.p, next(sites), seed))
+
+
+def draw_step_seed(seeds: list[torch.Tensor]) -> None:
+    """One new seed, drawn on the device from the current RNG (no host sync), into every seed tensor: the online
+    and target models read the same one for a step's passes."""
+    if seeds:
+        torch._foreach_copy_(seeds, [torch.randint(2**31 - 1, (), device=seeds[0].device)] * len(seeds))
 
 
 def dropout_seeds(model: nn.Module) -> list[torch.Tensor]:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from .replace import replace_modules
+
 
 class ChannelStatsGroupNorm(nn.GroupNorm):
     """nn.GroupNorm's function: per-channel mean and variance first, then per group."""
@@ -51,11 +53,7 @@ class ChannelStatsGroupNorm(nn.GroupNorm):
 
 def replace_group_norms(model: nn.Module, wrap) -> nn.Module:
     """Replace every nn.GroupNorm in `model` (in place) by wrap(group_norm); returns `model`."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.GroupNorm):
-                setattr(parent, name, wrap(child))
-    return model
+    return replace_modules(model, nn.GroupNorm, wrap)
 
 
 class FP32GroupNorm(nn.GroupNorm):
