@@ -9,9 +9,12 @@ whatever the memory layout or the order of the graphs' random ops, and inductor 
 kernels around it (integer arithmetic on the index, nothing read from memory).
 
 The hash is the 32-bit integer mixer x ^= x >> 16; x *= 0x45d9f3b (twice), x ^= x >> 16: a bijection of
-32-bit values with good avalanche. It runs in int64 with an explicit 32-bit mask, so no product exceeds
-2**63 (no signed overflow on any backend). An element is kept when the hash's low 24 bits are at least
-round(p * 2**24): the keep probability is 1 - p to within 2**-24. Positions 2**32 apart share a mask bit.
+32-bit values with good avalanche. It runs on int32 tensors, the multiplications wrapping modulo 2**32 as
+PyTorch's and Triton's integer arithmetic does (two's complement), the shifts made logical by a mask; in int64
+the same hash costs the fused kernel around it 18 more SASS instructions per element on an H100 instead of
+11 (benchmarks/kernel_sass.py), enough to turn a memory-bound kernel into an issue-bound one. An element is
+kept when the hash's low 24 bits are at least round(p * 2**24): the keep probability is 1 - p to within
+2**-24. Positions 2**32 apart share a mask bit.
 """
 
 from __future__ import annotations
@@ -28,27 +31,50 @@ from .replace import replace_modules
 DROPOUT_RNGS = ("replay", "counter")  # --dropout-rng: objectives._replay_rng's default, or this module
 
 _MASK32 = 0xFFFFFFFF
-_MULT = 0x45D9F3B
+_MULT = 0x45D9F3B  # below 2**31: an int32 constant
 _SITE_STEP = 0x9E3779B9  # the golden-ratio increment: consecutive sites far apart before mixing
 
 
+def _signed32(v: int) -> int:
+    """A Python int's low 32 bits as the value an int32 holds with those bits."""
+    v &= _MASK32
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _as_int32(x: torch.Tensor) -> torch.Tensor:
+    """The low 32 bits of an int64 tensor as int32 (two's complement), by exact int64 arithmetic."""
+    return (((x & _MASK32) ^ 0x80000000) - 0x80000000).to(torch.int32)
+
+
+def _shr16(x: torch.Tensor) -> torch.Tensor:
+    """The logical right shift by 16 of int32 bits (>> on a signed tensor copies the sign bit in)."""
+    return (x >> 16) & 0xFFFF
+
+
 def mix32(x: torch.Tensor) -> torch.Tensor:
-    """The 32-bit mixer on int64 tensors holding values in [0, 2**32)."""
-    x = ((x >> 16) ^ x) * _MULT & _MASK32
-    x = ((x >> 16) ^ x) * _MULT & _MASK32
-    return (x >> 16) ^ x
+    """The 32-bit mixer on int32 tensors (their bits: equal to the same mixer on the unsigned values)."""
+    x = (_shr16(x) ^ x) * _MULT
+    x = (_shr16(x) ^ x) * _MULT
+    return _shr16(x) ^ x
+
+
+def _positions(numel: int, device: torch.device) -> torch.Tensor:
+    """0, 1, ..., numel - 1 as int32 bits (wrapping past 2**31 - 1, as the hash's domain does)."""
+    if numel <= 2**31:
+        return torch.arange(numel, device=device, dtype=torch.int32)
+    return _as_int32(torch.arange(numel, device=device, dtype=torch.int64))
 
 
 def keep_mask(shape: torch.Size, p: float, seed: torch.Tensor, site: int) -> torch.Tensor:
     """Bool mask of `shape`, True with probability 1 - p, a function of (seed, site, logical position)."""
-    key = mix32((seed.to(torch.int64) ^ (site * _SITE_STEP)) & _MASK32)
-    index = torch.arange(shape.numel(), device=seed.device, dtype=torch.int64)
+    key = mix32(seed.to(torch.int32) ^ _signed32(site * _SITE_STEP))  # seeds are below 2**31 (draw_step_seed)
+    index = _positions(shape.numel(), seed.device)
     if len(shape) == 4:  # positions numbered (n, h, w, c): a stored mask is channels-last like the activations; one
         n, c, h, w = shape  # in NCHW order turned the compiled backward's gradients to NCHW (emulated, RESULTS.md)
         index = index.view(n, h, w, c).permute(0, 3, 1, 2)
     else:
         index = index.view(shape)
-    h = mix32((index ^ key) & _MASK32)
+    h = mix32(index ^ key)
     return (h & 0xFFFFFF) >= round(p * (1 << 24))
 
 
@@ -63,9 +89,9 @@ _RECOMPUTE_MASK = partial(create_selective_checkpoint_contexts, _recompute)
 
 
 class CounterDropout(nn.Module):
-    """nn.Dropout's function with a counter-based mask; `seed` (a 0-dim int64 tensor, shared by every site of a
-    model and not saved in checkpoints) is set by the trainer before each step. Meant for compiled training:
-    run eagerly, the hash materialises int64 positions and intermediates (8 bytes per unit each)."""
+    """nn.Dropout's function with a counter-based mask; `seed` (a 0-dim int64 tensor below 2**31, shared by every
+    site of a model and not saved in checkpoints) is set by the trainer before each step. Meant for compiled
+    training: run eagerly, the hash materialises int32 positions and intermediates (4 bytes per unit each)."""
 
     def __init__(self, p: float, site: int, seed: torch.Tensor):
         super().__init__()

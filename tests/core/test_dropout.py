@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from alignlearn.networks.dropout import CounterDropout, dropout_seeds, keep_mask, with_counter_dropout
+from alignlearn.networks.dropout import (CounterDropout, _as_int32, dropout_seeds, keep_mask, mix32,
+                                        with_counter_dropout)
 from alignlearn.networks.presets import build_backbone, preset_config
 
 from .helpers import digits, tiny_config
@@ -16,6 +17,30 @@ from .helpers import digits, tiny_config
 
 def _seed(value):
     return torch.tensor(value, dtype=torch.int64)
+
+
+def _mix32_unsigned(x):
+    """The mixer on unsigned 32-bit values held in int64: no overflow, no sign bit (the definition)."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def test_int32_hash_has_the_unsigned_mixers_bits_eager_and_compiled():
+    torch.manual_seed(0)
+    u = torch.cat([torch.randint(0, 2**32, (50_000,), dtype=torch.int64),
+                   torch.tensor([0, 1, 0xFFFF, 0x10000, 2**31 - 1, 2**31, 2**32 - 1])])
+    bits = _as_int32(u)
+    assert bits.dtype == torch.int32 and torch.equal(bits.to(torch.int64) & 0xFFFFFFFF, u)
+    want = _mix32_unsigned(u)
+    for fn in (mix32, torch.compile(mix32)):  # wrapping int32 products, eager kernels and inductor's code
+        assert torch.equal(fn(bits).to(torch.int64) & 0xFFFFFFFF, want)
+    # the mask is the unsigned definition applied to (seed, site, position numbered n, h, w, c)
+    shape, seed, site, p = torch.Size((3, 5, 4, 2)), 2**31 - 2, 7, 0.3
+    key = _mix32_unsigned(torch.tensor((seed ^ (site * 0x9E3779B9)) & 0xFFFFFFFF))
+    index = torch.arange(shape.numel()).view(3, 4, 2, 5).permute(0, 3, 1, 2)
+    expect = (_mix32_unsigned(index ^ key) & 0xFFFFFF) >= round(p * 2**24)
+    assert torch.equal(keep_mask(shape, p, _seed(seed), site), expect)
 
 
 def test_keep_rate_and_independence_of_neighbours():
