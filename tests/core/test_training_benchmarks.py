@@ -288,3 +288,41 @@ def test_gpu_codegen_moves_every_cpu_factory_call_to_the_gpu(benchmarks):
         sys.modules.pop(name, None)
     seeds, zeros = [n for n in gm.graph.nodes if n.op == "call_function"]
     assert seeds.args == (2, torch.device("cuda", 0)) and zeros.kwargs["device"] == torch.device("cuda", 0)
+
+
+def test_kernel_sass_counts_the_counter_dropout_hash_per_element(benchmarks):
+    """Inductor's H100 kernel for SiLU after counter dropout, compiled to sm_90 SASS without a GPU: the hash's
+    32-bit arithmetic costs 14 instructions an element or fewer (the same hash in int64 cost 18)."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    import torch
+    from torch._inductor.decomposition import select_decomp_table
+
+    import gpu_codegen
+    import kernel_sass
+
+    from alignlearn.networks.dropout import keep_mask
+
+    x = torch.empty(8, 64, 16, 16, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    seed = torch.tensor(5)
+
+    def with_mask(x, s):
+        return (torch.nn.functional.silu(torch.where(keep_mask(x.shape, 0.1, s, 3), x / 0.9, 0)),)
+
+    def without(x, s):
+        return (torch.nn.functional.silu(x / 0.9),)
+
+    per_element = {}
+    try:
+        for fn in (with_mask, without):
+            gm = torch.fx.experimental.proxy_tensor.make_fx(fn, decomposition_table=select_decomp_table(),
+                                                            tracing_mode="fake")(x, seed)
+            with gpu_codegen.pretend_h100(), torch._inductor.config.patch(profile_bandwidth=True):
+                log = gpu_codegen.as_output_code_log([("no-grad forward", gpu_codegen.generate(gm, "no-grad forward"))])
+            (rows,) = kernel_sass.analyse_log(log, jobs=1).values()
+            (row,) = rows.values()  # one fused kernel
+            assert row["launches"] == 1 and row["elements"] == x.numel() and row["memory_ms"] > 0 < row["issue_ms"]
+            per_element[fn.__name__] = row["per_element"]
+    finally:
+        for name in ("gpu_codegen", "inductor_code", "traffic_bound", "kernel_sass"):
+            sys.modules.pop(name, None)
+    assert 6 <= per_element["with_mask"] - per_element["without"] <= 14, per_element

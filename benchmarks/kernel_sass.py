@@ -1,0 +1,188 @@
+"""How many H100 instructions inductor's kernels issue per element, against the bytes they move.
+
+    python benchmarks/gpu_codegen.py --preset mnist ... --out code.log     # or a TORCH_LOGS=output_code log
+    python benchmarks/kernel_sass.py code.log [--top 12]
+
+Every straight-line Triton kernel launched in the log (pointwise, persistent reduction) is compiled for sm_90
+by Triton's own compiler and ptxas, which need no GPU and no driver, and its SASS is counted. Such a kernel has
+no loop: each thread handles a fixed number of elements, so the static count over that number is what it
+issues per element. Two floors for each launch: issuing that many warp-instructions (one per clock per SM
+sub-partition, 4 per SM) and moving inductor's estimate of its bytes (profile_bandwidth, which gpu_codegen
+always sets) at the copy bandwidth. A kernel whose issue floor is the higher one is bound by its instructions,
+not by memory: at 1.98 GHz, 132 SMs and 3.02 TB/s (session 14's H100) the balance is 11 thread-instructions
+per byte, 44 per bf16 element read and written. Floors, not forecasts: pipes narrower than the issue rate
+(integer, special functions, loads), latency and occupancy are left out, block sizes are representative
+rather than autotuned, and looped reductions and templates are counted by their bytes only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import sys
+import tempfile
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from inductor_code import LAUNCH, kernel_sources, numel, ops_of, split_graphs, traffic_gb
+
+THREADS_PER_WARP = 32
+SUBPARTITIONS_PER_SM = 4  # each issues one warp-instruction per clock
+BLOCKS_1D = {"XBLOCK": 1024}  # inductor's usual config for a large 1-D pointwise kernel
+BLOCKS_2D = {"YBLOCK": 32, "XBLOCK": 32}  # and for a tiled one
+NUM_WARPS = 4
+STRAIGHT_LINE = ("pointwise", "persistent_reduction")  # no loop: a static count is what runs
+R0_BLOCK = re.compile(r"R0_BLOCK: tl\.constexpr = (\d+)")
+
+
+def block_sizes(signature: dict, source: str) -> tuple[dict, int]:
+    """Representative constexpr block sizes for a kernel, and the elements one launch's program covers. A
+    persistent reduction's R0_BLOCK is fixed in its source; its XBLOCK is picked to cover ~1024 elements."""
+    r0 = R0_BLOCK.search(source)
+    if r0:
+        return {"XBLOCK": max(1, 1024 // int(r0.group(1)))}, max(1, 1024 // int(r0.group(1))) * int(r0.group(1))
+    blocks = {k: v for k, v in (BLOCKS_2D if "YBLOCK" in signature else BLOCKS_1D).items() if k in signature}
+    elements = 1
+    for v in blocks.values():
+        elements *= v
+    return blocks, elements
+
+
+@dataclass
+class KernelSass:
+    name: str
+    instructions: int  # static SASS instructions
+    elements_per_thread: float
+    opcodes: Counter
+
+    @property
+    def per_element(self) -> float:
+        return self.instructions / self.elements_per_thread
+
+
+def _load_kernel(name: str, source: str, workdir: str):
+    """The kernel's JITFunction and the signature its decorator names; None for a looped reduction or a
+    template. Triton reads a kernel's source from its file, so the module is written to one."""
+    import torch._inductor.runtime.triton_heuristics as heuristics
+
+    kind = next((k for k in STRAIGHT_LINE if f"@triton_heuristics.{k}(" in source), None)
+    if kind is None:
+        return None
+    meta: dict = {}
+    path = Path(workdir) / f"{name}.py"
+    path.write_text(source.replace("triton_helpers.set_driver_to_gpu()", ""))  # it asks for a live GPU
+    real = getattr(heuristics, kind)
+    setattr(heuristics, kind, lambda **kw: (meta.update(kw), lambda fn: fn)[1])
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        setattr(heuristics, kind, real)
+    return getattr(module, name), meta["triton_meta"]["signature"]
+
+
+def compile_sass(name: str, source: str, cc: int = 90) -> KernelSass | None:
+    """The kernel compiled for compute capability `cc` with representative block sizes; None for a looped
+    reduction or a template."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    with tempfile.TemporaryDirectory() as workdir:
+        loaded = _load_kernel(name, source, workdir)
+        if loaded is None:
+            return None
+        fn, signature = loaded
+        blocks, elements = block_sizes(signature, source)
+        compiled = triton.compile(ASTSource(fn, signature=signature, constexprs=blocks),
+                                  target=GPUTarget("cuda", cc, THREADS_PER_WARP), options={"num_warps": NUM_WARPS})
+        sass = compiled.asm["sass"]
+    instructions = [line.split("\t", 1)[1] for line in sass.splitlines() if "\t" in line and line.rstrip().endswith(";")]
+    opcodes = Counter(re.sub(r"^@!?U?P\w+\s+", "", i).split(None, 1)[0].split(".")[0] for i in instructions)
+    return KernelSass(name, len(instructions), elements / (NUM_WARPS * THREADS_PER_WARP), opcodes)
+
+
+def _compile_one(item: tuple[str, str]) -> KernelSass | None:
+    try:
+        return compile_sass(*item)
+    except Exception as e:  # one kernel Triton cannot build here should not lose the rest
+        print(f"  {item[0]}: not compiled ({type(e).__name__}: {str(e).splitlines()[0][:120]})", file=sys.stderr)
+        return None
+
+
+def analyse(lines: list[str], sass: dict[str, KernelSass], clock_ghz: float, sms: int, bandwidth_tbs: float) -> dict:
+    """Per Triton kernel, summed over its launches: the memory floor (ms) and, where it was compiled, the issue floor."""
+    sources = kernel_sources(lines)
+    issue_rate = clock_ghz * 1e9 * sms * SUBPARTITIONS_PER_SM * THREADS_PER_WARP  # thread-instructions / s
+    rows: dict[str, dict] = {}
+    for line in lines:
+        m = LAUNCH.match(line.strip())
+        if not m:
+            continue
+        k = sass.get(m.group(1))
+        n = numel(m.group(3).split("stream=")[0])
+        row = rows.setdefault(m.group(1), dict(ops=ops_of(m.group(1)), launches=0, elements=0, memory_ms=0.0,
+                                               per_element=k.per_element if k else None, issue_ms=0.0 if k else None))
+        row["launches"] += 1
+        row["elements"] += n
+        row["memory_ms"] += (traffic_gb(sources[m.group(1)]) or 0.0) / bandwidth_tbs  # GB / (TB/s) = ms
+        if k:
+            row["issue_ms"] += n * k.per_element / issue_rate * 1e3
+    return rows
+
+
+def report(name: str, rows: dict, top: int) -> str:
+    compiled = {k: r for k, r in rows.items() if r["issue_ms"] is not None}
+    looped = {k: r for k, r in rows.items() if r["issue_ms"] is None}
+    memory = sum(r["memory_ms"] for r in compiled.values())
+    issue = sum(r["issue_ms"] for r in compiled.values())
+    floor = sum(max(r["issue_ms"], r["memory_ms"]) for r in compiled.values())
+    bound = {k: r for k, r in compiled.items() if r["issue_ms"] > r["memory_ms"]}
+    out = [f"{name}: {sum(r['launches'] for r in compiled.values())} straight-line launches (pointwise, persistent "
+           f"reductions): memory floor {memory:.2f} ms, issue floor {issue:.2f} ms, the larger of the two per kernel "
+           f"{floor:.2f} ms; {len(bound)} kernel(s) issue-bound, {floor - memory:.2f} ms over their memory floor. "
+           f"{sum(r['launches'] for r in looped.values())} looped-reduction launches not compiled: memory floor "
+           f"{sum(r['memory_ms'] for r in looped.values()):.2f} ms"]
+    out.append(f"  {'instr/elem':>10s} {'issue ms':>8s} {'memory ms':>9s} {'launches':>8s}  kernel")
+    for k, r in sorted(compiled.items(), key=lambda kv: -(kv[1]["issue_ms"] - kv[1]["memory_ms"]))[:top]:
+        out.append(f"  {r['per_element']:10.1f} {r['issue_ms']:8.3f} {r['memory_ms']:9.3f} {r['launches']:8d}  {k}")
+    return "\n".join(out)
+
+
+def analyse_log(log: str, clock_ghz: float = 1.98, sms: int = 132, bandwidth_tbs: float = 3.02,
+                jobs: int = 2) -> dict[str, dict]:
+    """AOT ID ('1_backward', ...) -> analyse()'s rows, for each module in an output_code log."""
+    results = {}
+    for g in split_graphs(log):
+        sources = kernel_sources(g.lines)
+        with ProcessPoolExecutor(jobs) as pool:
+            compiled = dict(zip(sources, pool.map(_compile_one, sources.items())))
+        results[g.name] = analyse(g.lines, {k: v for k, v in compiled.items() if v is not None}, clock_ghz, sms,
+                                  bandwidth_tbs)
+    return results
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("logs", nargs="+", help="TORCH_LOGS=output_code logs (or benchmarks/gpu_codegen.py --out files)")
+    p.add_argument("--clock-ghz", type=float, default=1.98, help="SM clock (the H100 SXM's maximum)")
+    p.add_argument("--sms", type=int, default=132, help="streaming multiprocessors (H100 SXM)")
+    p.add_argument("--bandwidth-tbs", type=float, default=3.02, help="copy bandwidth (session 14's H100)")
+    p.add_argument("--top", type=int, default=12, help="kernels listed per graph, by issue floor over memory floor")
+    p.add_argument("--jobs", type=int, default=2, help="kernels compiled at once")
+    a = p.parse_args(argv)
+    results = {}
+    for path in a.logs:
+        for graph, rows in analyse_log(Path(path).read_text(errors="replace"), a.clock_ghz, a.sms, a.bandwidth_tbs,
+                                       a.jobs).items():
+            print(report(f"{path} {graph}", rows, a.top))
+            results[(path, graph)] = rows
+    return results
+
+
+if __name__ == "__main__":
+    main()
