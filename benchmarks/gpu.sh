@@ -171,42 +171,47 @@ if [ "$STAGE" = train ]; then
   # (R in trainer.CUDA_GRAPH_OPTIONS, per-channel statistics by --group-norm auto). 25% needs ~16,860.
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
-  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="kernel-bw GN"):
-  #   warm       the graphs of $WARM (default G, GF, GH and GC) compiled at once in 1-step runs, so the inductor
+  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="GX G2 masks"):
+  #   warm       the graphs of $WARM (default G, G2, GU2) compiled at once in 1-step runs, so the inductor
   #              cache serves the later runs (one step compiles every pass); their generated code kept
-  #              (TORCH_LOGS=output_code, warm_KEY.log). Session 14: four batch-512 variants 205 s, GC and
-  #              a batch-1024 variant 219 s. Their 1-step runs may exceed the GPU's memory together (~18.5 GB
-  #              a batch-512 process); session 11's five did, after compiling, and the cache still served
-  #   code       what G's and GC's code launches, and its transposing kernels (benchmarks/inductor_code.py)
-  #   G          the trainer's --cuda-graphs
-  #   GF         G with inductor's own dropout random numbers (fallback_random=false): the 34 eager dropout kernels
-  #              of the two forward passes (281M elements each, 2.8 GB a step) fused into inductor's kernels; the
-  #              emulated step's kernels then move 28.9 GB instead of 28.6 + 2.8 (session 14, CPU). Session 11
-  #              timed it +-0 under the old --cuda-graphs. Only usable if masksF says "same mask"
-  #   GH         G with counter-based dropout (--dropout-rng counter: the mask a hash of a per-step seed and each
-  #              unit's position, shared by construction, recomputed in the backward): emulated 28.0 GB, the least
-  #              of all, plus the hash's integer arithmetic
+  #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later).
+  #              Session 14: four batch-512 variants 205 s, GC and a batch-1024 variant 219 s. ~18.5 GB a
+  #              batch-512 process and twice that at 1024: the default's three fit an H100's 80 GB together
+  #   code       what G's and GU2's code launches, and its transposing kernels (benchmarks/inductor_code.py)
+  #   G          the trainer's --cuda-graphs (session 14: 15,216 img/s, 22.6% of the H100's measured peak)
+  #   G2         G at twice the batch: the step's ~1,200 launches and its per-step weight casts, optimizer and
+  #              EMA spread over twice the images (the 25% target is a fraction of peak, at any batch)
+  #   GU2        G2 with inductor's small reductions kept as reductions (unroll_reductions_threshold=1): under R the
+  #              per-channel GroupNorm's group combination (2 to 8 channels, unrolled into pointwise code) is
+  #              recomputed in every element's kernel: 161 SASS instructions an element in one backward kernel.
+  #              Emulated step (session 15, CPU, benchmarks/kernel_sass.py): the straight-line kernels' issue
+  #              floor over their memory floor 0.93 -> 0.27 ms (counter dropout), +0.07 GB, ~100 more launches
+  #   GX         GU2 with counter-based dropout (--dropout-rng counter: the mask an int32 hash of a per-step seed
+  #              and each unit's position, shared by construction, recomputed in the backward; emulated
+  #              28.0 GB a step at batch 512 against R's 28.6 + 2.8 of eager dropout). Its own compile (~200 s)
+  #   masksH     do the online and target passes share their dropout mask under GH (counter dropout)? Shared by
+  #              construction; this checks that the graphs see each step's seed (masks.txt; tiny preset)
+  #   masks      the same under G: with eager random numbers that is the graphs' RNG state handling, the same
+  #              for any network (the tiny preset, with the check's own dropout)
+  #   masksF     the same under GF, with the mnist preset: inductor's seeds follow the order of each graph's
+  #              random ops, which depends on the network
+  #   GH, GU     counter dropout, and U, each on G alone at batch 512 (their own compiles)
+  #   GF         G with inductor's own dropout random numbers (fallback_random=false): fused like GH, but
+  #              usable only if masksF says "same mask"
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300 weight
   #              casts and its small bias-gradient reductions; 941 to 592 Triton launches in code generated on
   #              the CPU, the same bytes)
-  #   G2         G at twice the batch (its own compile)
-  #   masks      do the online and target passes share their dropout mask under G? (masks.txt). With eager
-  #              random numbers that is the graphs' RNG state handling, the same for any network: the tiny preset
-  #              (with the check's own dropout) in a short compile, where the mnist preset took ~100 s
-  #   masksH     the same under GH (shared by construction; this checks that the graphs see each step's seed)
-  #   masksF     the same under GF, with the mnist preset: inductor's seeds follow the order of each graph's
-  #              random ops, which depends on the network
   #   profile    G's settings without graphs (a profile sees no launching op inside a graph): the device time
   #              by kernel (profile_compiled_LO.txt; its own compile)
   #   kernel-bw  inductor's own per-kernel report for the same settings (TORCHINDUCTOR_PROFILE: each Triton
   #              kernel timed alone, with the bytes it moves: GB/s against the copy bandwidth; kernel_bw.txt;
   #              its own compile, since the benchmarking harness changes the generated code)
-  #   GN         G with native GroupNorm (R's fourth corner; its own compile)
+  #   GN         G with native GroupNorm (its own compile)
   #   Grepeat    G again, for its spread
   #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm code G GF GH GC masks masksH masksF profile kernel-bw G2 GN Grepeat A GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU2 masksH code GX masks profile kernel-bw GH GU GF masksF GC GN Grepeat A GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -219,11 +224,13 @@ if [ "$STAGE" = train ]; then
   UG=$($PY -c 'from alignlearn.networks.norm import resolve_group_norm as r; from alignlearn.trainer import CUDA_GRAPH_OPTIONS as o
 print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for k, v in o.items() if k != "triton.cudagraphs"))')
   echo "G's settings without graphs: $UG"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true"
+  U="--inductor unroll_reductions_threshold=1"
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true" [GU]="$G $U"
+                [GU2]="$G $U" [GX]="$G $U --dropout-rng counter"
                 [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
                 [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
-  declare -A BS=([G2]=$((2 * BATCH)))
-  declare -A CODE=([G]=1 [GC]=1)  # warm-up runs whose generated code is kept
+  declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)))
+  declare -A CODE=([G]=1 [GU2]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
@@ -241,8 +248,8 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm ${WARM:-G GF GH GC} ;;
-      code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GC.log | tee "$WORK/code.txt" ;;
+      warm) step warm warm ${WARM:-G G2 GU2} ;;
+      code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GU2.log | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       masksF) step masks-GF $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
