@@ -184,8 +184,8 @@ if [ "$STAGE" = train ]; then
   #   GU2        G2 with inductor's small reductions kept as reductions (unroll_reductions_threshold=1): under R the
   #              per-channel GroupNorm's group combination (2 to 8 channels, unrolled into pointwise code) is
   #              recomputed in every element's kernel: 161 SASS instructions an element in one backward kernel.
-  #              Emulated step (session 15, CPU, benchmarks/kernel_sass.py): the straight-line kernels' issue
-  #              floor over their memory floor 0.93 -> 0.27 ms (counter dropout), +0.07 GB, ~100 more launches
+  #              Emulated step (session 15, CPU, benchmarks/kernel_sass.py): the Triton kernels' issue floor
+  #              over their memory floor 0.89 -> 0.36 ms (G), 1.35 -> 0.66 ms (GH); +0.07 GB, ~100 more launches
   #   GX         GU2 with counter-based dropout (--dropout-rng counter: the mask an int32 hash of a per-step seed
   #              and each unit's position, shared by construction, recomputed in the backward; emulated
   #              28.0 GB a step at batch 512 against R's 28.6 + 2.8 of eager dropout). Its own compile (~200 s)

@@ -3,16 +3,18 @@
     python benchmarks/gpu_codegen.py --preset mnist ... --out code.log     # or a TORCH_LOGS=output_code log
     python benchmarks/kernel_sass.py code.log [--top 12]
 
-Every straight-line Triton kernel launched in the log (pointwise, persistent reduction) is compiled for sm_90
-by Triton's own compiler and ptxas, which need no GPU and no driver, and its SASS is counted. Such a kernel has
-no loop: each thread handles a fixed number of elements, so the static count over that number is what it
-issues per element. Two floors for each launch: issuing that many warp-instructions (one per clock per SM
-sub-partition, 4 per SM) and moving inductor's estimate of its bytes (profile_bandwidth, which gpu_codegen
-always sets) at the copy bandwidth. A kernel whose issue floor is the higher one is bound by its instructions,
-not by memory: at 1.98 GHz, 132 SMs and 3.02 TB/s (session 14's H100) the balance is 11 thread-instructions
-per byte, 44 per bf16 element read and written. Floors, not forecasts: pipes narrower than the issue rate
-(integer, special functions, loads), latency and occupancy are left out, block sizes are representative
-rather than autotuned, and looped reductions and templates are counted by their bytes only.
+Every Triton kernel launched in the log is compiled for sm_90 by Triton's own compiler and ptxas, which need
+no GPU and no driver, and its SASS is counted, with block sizes that make it straight-line code: pointwise
+kernels and persistent reductions are, and a looped reduction becomes so with its block covering its whole
+reduction (up to 4,096 values), so its loop runs once. Each thread then handles a fixed number of elements, and
+the static count over that number is what the kernel issues per element. Two floors for each launch: issuing
+that many warp-instructions (one per clock per SM sub-partition, 4 per SM) and moving inductor's estimate of its
+bytes (profile_bandwidth, which gpu_codegen always sets) at the copy bandwidth. A kernel whose issue floor is the
+higher one is bound by its instructions, not by memory: at 1.98 GHz, 132 SMs and 3.02 TB/s (session 14's H100)
+the balance is 11 thread-instructions per byte, 44 per bf16 element read and written. Floors, not forecasts:
+pipes narrower than the issue rate (integer, special functions, loads), latency, occupancy and the coalescing of
+each access are left out, block sizes are representative rather than autotuned, and templates are counted by
+their bytes only.
 """
 
 from __future__ import annotations
@@ -34,16 +36,29 @@ SUBPARTITIONS_PER_SM = 4  # each issues one warp-instruction per clock
 BLOCKS_1D = {"XBLOCK": 1024}  # inductor's usual config for a large 1-D pointwise kernel
 BLOCKS_2D = {"YBLOCK": 32, "XBLOCK": 32}  # and for a tiled one
 NUM_WARPS = 4
-STRAIGHT_LINE = ("pointwise", "persistent_reduction")  # no loop: a static count is what runs
+KINDS = ("pointwise", "persistent_reduction", "reduction")  # @triton_heuristics.KIND decorators compiled here
 R0_BLOCK = re.compile(r"R0_BLOCK: tl\.constexpr = (\d+)")
+R0_NUMEL = re.compile(r"r0_numel = (\d+)")
+MAX_R0_BLOCK = 4096  # a looped reduction over more is left uncompiled (its loop would run more than once)
 
 
-def block_sizes(signature: dict, source: str) -> tuple[dict, int]:
-    """Representative constexpr block sizes for a kernel, and the elements one launch's program covers. A
-    persistent reduction's R0_BLOCK is fixed in its source; its XBLOCK is picked to cover ~1024 elements."""
-    r0 = R0_BLOCK.search(source)
-    if r0:
-        return {"XBLOCK": max(1, 1024 // int(r0.group(1)))}, max(1, 1024 // int(r0.group(1))) * int(r0.group(1))
+def block_sizes(signature: dict, source: str) -> tuple[dict, int] | None:
+    """Representative constexpr block sizes for a kernel, and the elements one program covers; None where no
+    block size makes it straight-line. A persistent reduction's R0_BLOCK is fixed in its source; a looped
+    reduction's is set to cover its whole reduction, so that its loop runs once; XBLOCK then covers ~1024 elements."""
+    fixed = R0_BLOCK.search(source)
+    if fixed or "R0_BLOCK" in signature:
+        if fixed:
+            r0, blocks = int(fixed.group(1)), {}
+        else:
+            r0 = 1 << (int(R0_NUMEL.search(source).group(1)) - 1).bit_length()
+            if r0 > MAX_R0_BLOCK:
+                return None
+            blocks = {"R0_BLOCK": r0}
+        x = max(1, 1024 // r0)
+        if "YBLOCK" in signature:  # a tiled reduction
+            blocks["YBLOCK"] = 1
+        return {"XBLOCK": x, **blocks}, x * r0
     blocks = {k: v for k, v in (BLOCKS_2D if "YBLOCK" in signature else BLOCKS_1D).items() if k in signature}
     elements = 1
     for v in blocks.values():
@@ -64,11 +79,11 @@ class KernelSass:
 
 
 def _load_kernel(name: str, source: str, workdir: str):
-    """The kernel's JITFunction and the signature its decorator names; None for a looped reduction or a
-    template. Triton reads a kernel's source from its file, so the module is written to one."""
+    """The kernel's JITFunction and the signature its decorator names; None for other kinds (templates).
+    Triton reads a kernel's source from its file, so the module is written to one."""
     import torch._inductor.runtime.triton_heuristics as heuristics
 
-    kind = next((k for k in STRAIGHT_LINE if f"@triton_heuristics.{k}(" in source), None)
+    kind = next((k for k in KINDS if f"@triton_heuristics.{k}(" in source), None)
     if kind is None:
         return None
     meta: dict = {}
@@ -86,8 +101,8 @@ def _load_kernel(name: str, source: str, workdir: str):
 
 
 def compile_sass(name: str, source: str, cc: int = 90) -> KernelSass | None:
-    """The kernel compiled for compute capability `cc` with representative block sizes; None for a looped
-    reduction or a template."""
+    """The kernel compiled for compute capability `cc` with representative block sizes; None for a template or
+    a reduction too long to compile straight-line."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -97,7 +112,10 @@ def compile_sass(name: str, source: str, cc: int = 90) -> KernelSass | None:
         if loaded is None:
             return None
         fn, signature = loaded
-        blocks, elements = block_sizes(signature, source)
+        sizes = block_sizes(signature, source)
+        if sizes is None:
+            return None
+        blocks, elements = sizes
         compiled = triton.compile(ASTSource(fn, signature=signature, constexprs=blocks),
                                   target=GPUTarget("cuda", cc, THREADS_PER_WARP), options={"num_warps": NUM_WARPS})
         sass = compiled.asm["sass"]
@@ -137,16 +155,16 @@ def analyse(lines: list[str], sass: dict[str, KernelSass], clock_ghz: float, sms
 
 def report(name: str, rows: dict, top: int) -> str:
     compiled = {k: r for k, r in rows.items() if r["issue_ms"] is not None}
-    looped = {k: r for k, r in rows.items() if r["issue_ms"] is None}
+    rest = {k: r for k, r in rows.items() if r["issue_ms"] is None}
     memory = sum(r["memory_ms"] for r in compiled.values())
     issue = sum(r["issue_ms"] for r in compiled.values())
     floor = sum(max(r["issue_ms"], r["memory_ms"]) for r in compiled.values())
     bound = {k: r for k, r in compiled.items() if r["issue_ms"] > r["memory_ms"]}
-    out = [f"{name}: {sum(r['launches'] for r in compiled.values())} straight-line launches (pointwise, persistent "
-           f"reductions): memory floor {memory:.2f} ms, issue floor {issue:.2f} ms, the larger of the two per kernel "
-           f"{floor:.2f} ms; {len(bound)} kernel(s) issue-bound, {floor - memory:.2f} ms over their memory floor. "
-           f"{sum(r['launches'] for r in looped.values())} looped-reduction launches not compiled: memory floor "
-           f"{sum(r['memory_ms'] for r in looped.values()):.2f} ms"]
+    out = [f"{name}: {sum(r['launches'] for r in compiled.values())} launches compiled: memory floor {memory:.2f} ms, "
+           f"issue floor {issue:.2f} ms, the larger of the two per kernel {floor:.2f} ms; {len(bound)} kernel(s) "
+           f"issue-bound, {floor - memory:.2f} ms over their memory floor. {sum(r['launches'] for r in rest.values())} "
+           f"launches not compiled (templates, long reductions): memory floor "
+           f"{sum(r['memory_ms'] for r in rest.values()):.2f} ms"]
     out.append(f"  {'instr/elem':>10s} {'issue ms':>8s} {'memory ms':>9s} {'launches':>8s}  kernel")
     for k, r in sorted(compiled.items(), key=lambda kv: -(kv[1]["issue_ms"] - kv[1]["memory_ms"]))[:top]:
         out.append(f"  {r['per_element']:10.1f} {r['issue_ms']:8.3f} {r['memory_ms']:9.3f} {r['launches']:8d}  {k}")
