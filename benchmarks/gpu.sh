@@ -56,11 +56,11 @@ train_summary() {  # the train stage's variants side by side, from their JSON fi
   $PY - "$WORK" <<'PY'
 import json, sys
 from pathlib import Path
-print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s} {'CUDA-graph skips':>16s}")
+print(f"{'run':8s} {'variant':60s} {'batch':>5s} {'img/s':>8s} {'TFLOP/s':>8s} {'first s':>8s} {'CUDA-graph skips':>16s} {'GB':>5s}")
 for f in sorted(Path(sys.argv[1]).glob("train_*.json")):
     r = json.loads(f.read_text())
     print(f"{f.stem[6:]:8s} {r.get('variant', ''):60s} {r['batch_size']:5d} {r['img_per_s']:8.0f} {r['tflops']:8.1f} "
-          f"{r['first_interval_s']:8.1f} {r.get('cudagraph_skips', ''):>16}")
+          f"{r['first_interval_s']:8.1f} {r.get('cudagraph_skips', ''):>16} {r.get('max_memory_reserved_gb') or 0:5.1f}")
 PY
 }
 
@@ -172,21 +172,22 @@ if [ "$STAGE" = train ]; then
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
   # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="GX G2 masks"):
-  #   warm       the graphs of $WARM (default G, G2, GU2) compiled at once in 1-step runs, so the inductor
+  #   warm       the graphs of $WARM (default G, G2, GU) compiled at once in 1-step runs, so the inductor
   #              cache serves the later runs (one step compiles every pass); their generated code kept
-  #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later).
-  #              Session 14: four batch-512 variants 205 s, GC and a batch-1024 variant 219 s. ~18.5 GB a
-  #              batch-512 process and twice that at 1024: the default's three fit an H100's 80 GB together
-  #   code       what G's and GU2's code launches, and its transposing kernels (benchmarks/inductor_code.py)
+  #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later)
+  #              and each one's peak GPU memory printed. Session 14: four batch-512 variants 205 s, GC and a
+  #              batch-1024 variant 219 s. Session 11's five batch-512 warm-ups overran the 80 GB together (after
+  #              compiling); the default's three are as much as four at batch 512
+  #   code       what G's and GU's code launches, and its transposing kernels (benchmarks/inductor_code.py)
   #   G          the trainer's --cuda-graphs (session 14: 15,216 img/s, 22.6% of the H100's measured peak)
   #   G2         G at twice the batch: the step's ~1,200 launches and its per-step weight casts, optimizer and
   #              EMA spread over twice the images (the 25% target is a fraction of peak, at any batch)
-  #   GU2        G2 with inductor's small reductions kept as reductions (unroll_reductions_threshold=1): under R the
+  #   GU         G with inductor's small reductions kept as reductions (unroll_reductions_threshold=1): under R the
   #              per-channel GroupNorm's group combination (2 to 8 channels, unrolled into pointwise code) is
   #              recomputed in every element's kernel: 161 SASS instructions an element in one backward kernel.
   #              Emulated step (session 15, CPU, benchmarks/kernel_sass.py): the Triton kernels' issue floor
   #              over their memory floor 0.89 -> 0.36 ms (G), 1.35 -> 0.66 ms (GH); +0.07 GB, ~100 more launches
-  #   GX         GU2 with counter-based dropout (--dropout-rng counter: the mask an int32 hash of a per-step seed
+  #   GX         G2 with U and counter-based dropout (--dropout-rng counter: the mask an int32 hash of a per-step seed
   #              and each unit's position, shared by construction, recomputed in the backward; emulated
   #              28.0 GB a step at batch 512 against R's 28.6 + 2.8 of eager dropout). Its own compile (~200 s)
   #   masksH     do the online and target passes share their dropout mask under GH (counter dropout)? Shared by
@@ -195,7 +196,7 @@ if [ "$STAGE" = train ]; then
   #              for any network (the tiny preset, with the check's own dropout)
   #   masksF     the same under GF, with the mnist preset: inductor's seeds follow the order of each graph's
   #              random ops, which depends on the network
-  #   GH, GU     counter dropout, and U, each on G alone at batch 512 (their own compiles)
+  #   GH, GU2    counter dropout on G alone, and U at batch 1024 (their own compiles)
   #   GF         G with inductor's own dropout random numbers (fallback_random=false): fused like GH, but
   #              usable only if masksF says "same mask"
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300 weight
@@ -211,7 +212,7 @@ if [ "$STAGE" = train ]; then
   #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU2 masksH code GX masks profile kernel-bw GH GU GF masksF GC GN Grepeat A GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU masksH code GX masks profile kernel-bw GH GU2 GF masksF GC GN Grepeat A GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -230,16 +231,20 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
                 [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
                 [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
   declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)))
-  declare -A CODE=([G]=1 [GU2]=1)  # warm-up runs whose generated code is kept
+  declare -A CODE=([G]=1 [GU]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
       read -r -a args <<< "${V[$k]}"
       env ${CODE[$k]:+TORCH_LOGS=output_code} $PY "${T[@]}" "${args[@]}" --batch-size "${BS[$k]:-$BATCH}" --steps 1 \
-        --log-every 1 --results "$WORK/warm.md" > "$WORK/warm_$k.log" 2>&1 &
+        --log-every 1 --results "$WORK/warm.md" --json "$WORK/warm_$k.json" > "$WORK/warm_$k.log" 2>&1 &
       pids+=($!)
     done
     wait "${pids[@]}"  # these alone: a bare wait would also wait for the log's tee
+    for k in "$@"; do
+      echo "warm-up $k: $($PY -c 'import json, sys; r = json.load(open(sys.argv[1])); print("peak %s GB reserved" % r.get("max_memory_reserved_gb"))' \
+        "$WORK/warm_$k.json" 2>/dev/null || echo "no result (see warm_$k.log)")"
+    done
   }
   timed() {  # timed KEY: the variant's throughput row
     read -r -a args <<< "${V[$1]}"
@@ -248,8 +253,8 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm ${WARM:-G G2 GU2} ;;
-      code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GU2.log | tee "$WORK/code.txt" ;;
+      warm) step warm warm ${WARM:-G G2 GU} ;;
+      code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GU.log | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       masksF) step masks-GF $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \

@@ -151,7 +151,10 @@ def main(argv=None):
                                             # graphs inductor ran without the CUDA graphs asked for (then the row is not CG's)
                                             "cudagraph_skips": skips,
                                             "first_interval_s": a.batch_size * rows[0]["step"] / rows[0]["img_per_s"],
-                                            "steady_interval_s": a.batch_size * rows[0]["step"] / img_s}) + "\n")
+                                            "steady_interval_s": a.batch_size * rows[0]["step"] / img_s,
+                                            # what the run held on the GPU: how many such runs fit on it at once
+                                            "max_memory_reserved_gb": torch.cuda.max_memory_reserved() / 1e9
+                                            if dev == "cuda" else None}) + "\n")
 
 
 if __name__ == "__main__":
