@@ -293,7 +293,12 @@ def test_gpu_codegen_moves_every_cpu_factory_call_to_the_gpu(benchmarks):
 def test_kernel_sass_counts_the_counter_dropout_hash_per_element(benchmarks):
     """Inductor's H100 kernel for SiLU after counter dropout, compiled to sm_90 SASS without a GPU: the hash's
     32-bit arithmetic costs 14 instructions an element or fewer (the same hash in int64 cost 18)."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        get_ptxas(90).path  # Triton's own ptxas, shipped in its wheel
+    except Exception as e:  # no Triton, another release's layout, or no ptxas
+        pytest.skip(f"no sm_90 compiler from Triton here ({type(e).__name__})")
     import torch
     from torch._inductor.decomposition import select_decomp_table
 
