@@ -24,7 +24,6 @@ import importlib.util
 import re
 import sys
 import tempfile
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,8 @@ MAX_R0_BLOCK = 4096  # a looped reduction over more is left uncompiled (its loop
 def block_sizes(signature: dict, source: str) -> tuple[dict, int] | None:
     """Representative constexpr block sizes for a kernel, and the elements one program covers; None where no
     block size makes it straight-line. A persistent reduction's R0_BLOCK is fixed in its source; a looped
-    reduction's is set to cover its whole reduction, so that its loop runs once; XBLOCK then covers ~1024 elements."""
+    reduction's is set to cover its whole reduction, so that its loop runs once; XBLOCK then covers ~1024
+    elements."""
     fixed = R0_BLOCK.search(source)
     if fixed or "R0_BLOCK" in signature:
         if fixed:
@@ -68,10 +68,8 @@ def block_sizes(signature: dict, source: str) -> tuple[dict, int] | None:
 
 @dataclass
 class KernelSass:
-    name: str
     instructions: int  # static SASS instructions
     elements_per_thread: float
-    opcodes: Counter
 
     @property
     def per_element(self) -> float:
@@ -119,21 +117,20 @@ def compile_sass(name: str, source: str, cc: int = 90) -> KernelSass | None:
         compiled = triton.compile(ASTSource(fn, signature=signature, constexprs=blocks),
                                   target=GPUTarget("cuda", cc, THREADS_PER_WARP), options={"num_warps": NUM_WARPS})
         sass = compiled.asm["sass"]
-    instructions = [line.split("\t", 1)[1] for line in sass.splitlines() if "\t" in line and line.rstrip().endswith(";")]
-    opcodes = Counter(re.sub(r"^@!?U?P\w+\s+", "", i).split(None, 1)[0].split(".")[0] for i in instructions)
-    return KernelSass(name, len(instructions), elements / (NUM_WARPS * THREADS_PER_WARP), opcodes)
+    instructions = sum(1 for line in sass.splitlines() if "\t" in line and line.rstrip().endswith(";"))
+    return KernelSass(instructions, elements / (NUM_WARPS * THREADS_PER_WARP))
 
 
 def _compile_one(item: tuple[str, str]) -> KernelSass | None:
     try:
         return compile_sass(*item)
     except Exception as e:  # one kernel Triton cannot build here should not lose the rest
-        print(f"  {item[0]}: not compiled ({type(e).__name__}: {str(e).splitlines()[0][:120]})", file=sys.stderr)
+        print(f"  {item[0]}: not compiled ({type(e).__name__}: {str(e).splitlines()[0][:100]})", file=sys.stderr)
         return None
 
 
 def analyse(lines: list[str], sass: dict[str, KernelSass], clock_ghz: float, sms: int, bandwidth_tbs: float) -> dict:
-    """Per Triton kernel, summed over its launches: the memory floor (ms) and, where it was compiled, the issue floor."""
+    """Per Triton kernel, summed over its launches: the memory floor (ms) and, where compiled, the issue floor."""
     sources = kernel_sources(lines)
     issue_rate = clock_ghz * 1e9 * sms * SUBPARTITIONS_PER_SM * THREADS_PER_WARP  # thread-instructions / s
     rows: dict[str, dict] = {}
