@@ -171,7 +171,8 @@ if [ "$STAGE" = train ]; then
   # (R in trainer.CUDA_GRAPH_OPTIONS, per-channel statistics by --group-norm auto). 25% needs ~16,860.
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
-  # loses the least, and a second command on the warm machine can run the rest (TRAIN_STEPS="GX G2 masks"):
+  # loses the least, and a second command on the warm machine can run the rest (WARM="GX GXC"
+  # TRAIN_STEPS="warm GX GXC masks": the batch-1024 candidates compiled together, ~220 s, then timed):
   #   warm       the graphs of $WARM (default G, G2, GU) compiled at once in 1-step runs, so the inductor
   #              cache serves the later runs (one step compiles every pass); their generated code kept
   #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later)
@@ -190,6 +191,9 @@ if [ "$STAGE" = train ]; then
   #   GX         G2 with U and counter-based dropout (--dropout-rng counter: the mask an int32 hash of a per-step seed
   #              and each unit's position, shared by construction, recomputed in the backward; emulated
   #              28.0 GB a step at batch 512 against R's 28.6 + 2.8 of eager dropout). Its own compile (~200 s)
+  #   GXC        GX with inductor's combo kernels (GC below): the step's 343 weight and gradient casts (100 in each
+  #              forward pass, 143 in the backward, each under 2 us of bytes; 570 such tiny launches a step in
+  #              all, emulated) combined: G's emulated step launched 592 Triton kernels instead of 941 (session 14)
   #   masksH     do the online and target passes share their dropout mask under GH (counter dropout)? Shared by
   #              construction; this checks that the graphs see each step's seed (masks.txt; tiny preset)
   #   masks      the same under G: with eager random numbers that is the graphs' RNG state handling, the same
@@ -212,7 +216,7 @@ if [ "$STAGE" = train ]; then
   #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU masksH code GX masks profile kernel-bw GH GU2 GF masksF GC GN Grepeat A GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU masksH code GX GXC masks profile kernel-bw GH GU2 GF masksF GC GN Grepeat A GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -227,10 +231,10 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
   echo "G's settings without graphs: $UG"
   U="--inductor unroll_reductions_threshold=1"
   declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true" [GU]="$G $U"
-                [GU2]="$G $U" [GX]="$G $U --dropout-rng counter"
+                [GU2]="$G $U" [GX]="$G $U --dropout-rng counter" [GXC]="$G $U --dropout-rng counter --inductor combo_kernels=true"
                 [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
                 [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
-  declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)))
+  declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)) [GXC]=$((2 * BATCH)))
   declare -A CODE=([G]=1 [GU]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
