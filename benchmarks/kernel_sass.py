@@ -13,8 +13,9 @@ bytes (profile_bandwidth, which gpu_codegen always sets) at the copy bandwidth. 
 higher one is bound by its instructions, not by memory: at 1.98 GHz, 132 SMs and 3.02 TB/s (session 14's H100)
 the balance is 11 thread-instructions per byte, 44 per bf16 element read and written. Floors, not forecasts:
 pipes narrower than the issue rate (integer, special functions, loads), latency, occupancy and the coalescing of
-each access are left out, block sizes are representative rather than autotuned, and templates are counted by
-their bytes only.
+each access are left out, block sizes are representative rather than autotuned, templates are counted by their
+bytes only, and a combo kernel (combo_kernels=true) is counted with every sub-kernel's code, of which each of its
+programs runs one: an overestimate, small for the tiny kernels it combines.
 """
 
 from __future__ import annotations
