@@ -216,7 +216,7 @@ if [ "$STAGE" = train ]; then
   #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU masksH code GX GXC masks profile kernel-bw GH GU2 GF masksF GC GN Grepeat A GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU masksH code masks GX GXC profile kernel-bw GH GU2 GF masksF GC GN Grepeat A GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
