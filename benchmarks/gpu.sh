@@ -172,7 +172,7 @@ if [ "$STAGE" = train ]; then
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
   # loses the least, and a second command on the warm machine can run the rest (WARM="GX GXC"
-  # TRAIN_STEPS="warm GX GXC masks": the batch-1024 candidates compiled together, ~220 s, then timed):
+  # TRAIN_STEPS="warm GX GXC": the batch-1024 candidates compiled together, ~220 s, then timed):
   #   warm       the graphs of $WARM (default G, G2, GU) compiled at once in 1-step runs, so the inductor
   #              cache serves the later runs (one step compiles every pass); their generated code kept
   #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later)
