@@ -147,6 +147,15 @@ def training_inductor_options(cuda_graphs: bool = False) -> dict:
     return {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graphs else {})}
 
 
+def swap_training_modules(net: torch.nn.Module, group_norm: str, dropout_rng: str, cuda_graphs: bool) -> None:
+    """The modules --group-norm and --dropout-rng choose, swapped in place (same parameters and state dict).
+    Call it before copying the model (EMA): the copies then compute the same way, each with its own seed."""
+    if resolve_group_norm(group_norm, cuda_graphs) == "per-channel":
+        with_channel_stats_group_norms(net)
+    if dropout_rng == "counter":
+        with_counter_dropout(net)
+
+
 def compile_for_training(net: torch.nn.Module, cuda_graphs: bool = False) -> torch.nn.Module:
     """torch.compile with the trainer's inductor settings, scoped to this module's graphs."""
     return torch.compile(net, options=training_inductor_options(cuda_graphs))
@@ -218,10 +227,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         torch.backends.cudnn.benchmark = True
     image_like = len(train_set.shape) == 3
     channels_last = tc.channels_last and on_gpu and image_like
-    if resolve_group_norm(tc.group_norm, tc.cuda_graphs) == "per-channel":  # before the EMA copies: same computation
-        with_channel_stats_group_norms(raw)
-    if tc.dropout_rng == "counter":  # before the EMA copies, each of which then holds its own seed
-        with_counter_dropout(raw)
+    swap_training_modules(raw, tc.group_norm, tc.dropout_rng, tc.cuda_graphs)  # before the EMA copies
     if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout
         raw.to(memory_format=torch.channels_last)
     ema = EMA(raw, tc.ema_decay)

@@ -17,11 +17,10 @@ import copy
 
 import torch
 
-from alignlearn.networks.dropout import DROPOUT_RNGS, draw_step_seed, dropout_seeds, with_counter_dropout
-from alignlearn.networks.norm import resolve_group_norm, with_channel_stats_group_norms
+from alignlearn.networks.dropout import DROPOUT_RNGS, draw_step_seed, dropout_seeds
 from alignlearn.networks.presets import build_backbone, preset_config
 from alignlearn.objectives import _replay_rng
-from alignlearn.trainer import compile_for_training, training_inductor_options
+from alignlearn.trainer import compile_for_training, swap_training_modules, training_inductor_options
 from throughput import add_inductor_option, apply_inductor_options
 
 
@@ -41,10 +40,7 @@ def main(argv=None):
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     net = build_backbone(preset_config(a.preset, image_shape=(1, 32, 32), dropout=0.3)).to(dev).train()
-    if resolve_group_norm("auto", a.cuda_graphs) == "per-channel":  # the trainer's GroupNorm: the same graphs
-        with_channel_stats_group_norms(net)
-    if a.dropout_rng == "counter":
-        with_counter_dropout(net)
+    swap_training_modules(net, "auto", a.dropout_rng, a.cuda_graphs)  # the trainer's modules: the same graphs
     with torch.no_grad():  # the zero-initialised output layer would hide the mask
         for q in net.parameters():
             q.add_(0.05 * torch.randn_like(q))

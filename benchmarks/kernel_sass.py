@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from inductor_code import LAUNCH, kernel_sources, numel, ops_of, split_graphs, traffic_gb
+from inductor_code import LAUNCH, kernel_sources, numel, split_graphs, traffic_gb
 
 THREADS_PER_WARP = 32
 SUBPARTITIONS_PER_SM = 4  # each issues one warp-instruction per clock
@@ -130,9 +130,10 @@ def _compile_one(item: tuple[str, str]) -> KernelSass | None:
         return None
 
 
-def analyse(lines: list[str], sass: dict[str, KernelSass], clock_ghz: float, sms: int, bandwidth_tbs: float) -> dict:
-    """Per Triton kernel, summed over its launches: the memory floor (ms) and, where compiled, the issue floor."""
-    sources = kernel_sources(lines)
+def analyse(lines: list[str], sources: dict[str, str], sass: dict[str, KernelSass], clock_ghz: float, sms: int,
+            bandwidth_tbs: float) -> dict:
+    """Per Triton kernel (sources: kernel_sources(lines)), summed over its launches: the memory floor (ms) and,
+    where compiled, the issue floor."""
     issue_rate = clock_ghz * 1e9 * sms * SUBPARTITIONS_PER_SM * THREADS_PER_WARP  # thread-instructions / s
     rows: dict[str, dict] = {}
     for line in lines:
@@ -141,7 +142,7 @@ def analyse(lines: list[str], sass: dict[str, KernelSass], clock_ghz: float, sms
             continue
         k = sass.get(m.group(1))
         n = numel(m.group(3).split("stream=")[0])
-        row = rows.setdefault(m.group(1), dict(ops=ops_of(m.group(1)), launches=0, elements=0, memory_ms=0.0,
+        row = rows.setdefault(m.group(1), dict(launches=0, elements=0, memory_ms=0.0,
                                                per_element=k.per_element if k else None, issue_ms=0.0 if k else None))
         row["launches"] += 1
         row["elements"] += n
@@ -177,8 +178,8 @@ def analyse_log(log: str, clock_ghz: float = 1.98, sms: int = 132, bandwidth_tbs
         sources = kernel_sources(g.lines)
         with ProcessPoolExecutor(jobs) as pool:
             compiled = dict(zip(sources, pool.map(_compile_one, sources.items())))
-        results[g.name] = analyse(g.lines, {k: v for k, v in compiled.items() if v is not None}, clock_ghz, sms,
-                                  bandwidth_tbs)
+        results[g.name] = analyse(g.lines, sources, {k: v for k, v in compiled.items() if v is not None}, clock_ghz,
+                                  sms, bandwidth_tbs)
     return results
 
 
