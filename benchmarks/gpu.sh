@@ -194,6 +194,10 @@ if [ "$STAGE" = train ]; then
   #   GXC        GX with inductor's combo kernels (GC below): the step's 343 weight and gradient casts (100 in each
   #              forward pass, 143 in the backward, each under 2 us of bytes; 570 such tiny launches a step in
   #              all, emulated) combined: G's emulated step launched 592 Triton kernels instead of 941 (session 14)
+  #   GD         the trainer's own --cuda-graphs settings (U among them since session 16) with counter dropout at
+  #              twice the batch: GX as `alignlearn train --compile --cuda-graphs --dropout-rng counter` runs it
+  #   checks     the three mask checks below on the tiny preset (under G, GH, and GH with an EMA target) started in
+  #              the background, so they compile while the next steps run; checks-wait waits and prints them
   #   masksH     do the online and target passes share their dropout mask under GH (counter dropout)? Shared by
   #              construction; this checks that the graphs see each step's seed (masks.txt; tiny preset)
   #   masks      the same under G: with eager random numbers that is the graphs' RNG state handling, the same
@@ -233,8 +237,8 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
   declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true" [GU]="$G $U"
                 [GU2]="$G $U" [GX]="$G $U --dropout-rng counter" [GXC]="$G $U --dropout-rng counter --inductor combo_kernels=true"
                 [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
-                [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
-  declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)) [GXC]=$((2 * BATCH)))
+                [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true" [GD]="$G --dropout-rng counter")
+  declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)) [GXC]=$((2 * BATCH)) [GD]=$((2 * BATCH)))
   declare -A CODE=([G]=1 [GU]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
@@ -265,6 +269,13 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
                 --inductor fallback_random=false | tee -a "$WORK/masks.txt" ;;
       masksH) step masks-GH $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
                 --dropout-rng counter | tee -a "$WORK/masks.txt" ;;
+      checks) CHECKS=(); i=0
+              for m in "" "--dropout-rng counter" "--dropout-rng counter --target ema"; do
+                $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G $m > "$WORK/masks_$i.log" 2>&1 &
+                CHECKS+=($!); i=$((i + 1))
+              done ;;
+      checks-wait) step checks-wait wait "${CHECKS[@]}"
+                   for f in "$WORK"/masks_?.log; do tail -n 1 "$f"; done | tee -a "$WORK/masks.txt" ;;
       syncs) step syncs $PY benchmarks/host_syncs.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --device "$DEVICE" \
                --compile $G --batch-size "$BATCH" --steps 4 --out "$WORK/syncs.txt" ;;
       profile) step profile-LO $PY benchmarks/profile_step.py --data "$DATA" "${DD[@]}" --preset "$PRESET" \
