@@ -137,9 +137,13 @@ INDUCTOR_OPTIONS: dict = {"fallback_random": True}
 # instead of recomputing it where it is read: raised, the backward recomputes each GroupNorm's normalised
 # output in the kernels that read it instead of writing it in fp32 and reading it back, the same values
 # (RESULTS.md, sessions 13 and 14: the emulated backward moves 40% fewer bytes; the H100 step 3% faster).
+# unroll_reductions_threshold=1 keeps reductions over a few values (per-channel GroupNorm's combination of 2-8
+# channel statistics into group statistics) as reductions: unrolled into pointwise code, the raised thresholds
+# inline them into every element's kernel (161 SASS instructions an element in one backward kernel; RESULTS.md,
+# sessions 15 and 16).
 CUDA_GRAPH_OPTIONS: dict = {"triton.cudagraphs": True, "force_layout_optimization": True,
                             "realize_reads_threshold": 64, "realize_acc_reads_threshold": 64,
-                            "realize_opcount_threshold": 1000}
+                            "realize_opcount_threshold": 1000, "unroll_reductions_threshold": 1}
 
 
 def training_inductor_options(cuda_graphs: bool = False) -> dict:

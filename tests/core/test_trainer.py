@@ -157,8 +157,8 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
 
 def test_cuda_graphs_compile_with_the_measured_options(monkeypatch):
     """--cuda-graphs adds exactly the settings RESULTS.md measured (CUDA graphs, forced channels-last
-    layouts and the recompute thresholds) on top of the trainer's, and leaves the shared dropout mask's
-    fallback_random in place."""
+    layouts, the recompute thresholds, small reductions kept) on top of the trainer's, and leaves the shared
+    dropout mask's fallback_random in place."""
     import alignlearn.trainer as trainer
 
     seen = []
@@ -169,7 +169,7 @@ def test_cuda_graphs_compile_with_the_measured_options(monkeypatch):
     assert seen == [{"fallback_random": True},
                     {"fallback_random": True, "triton.cudagraphs": True, "force_layout_optimization": True,
                      "realize_reads_threshold": 64, "realize_acc_reads_threshold": 64,
-                     "realize_opcount_threshold": 1000}]
+                     "realize_opcount_threshold": 1000, "unroll_reductions_threshold": 1}]
     assert trainer.INDUCTOR_OPTIONS == {"fallback_random": True}  # module settings untouched
 
 
