@@ -142,11 +142,13 @@ def analyse(lines: list[str], sources: dict[str, str], sass: dict[str, KernelSas
             continue
         k = sass.get(m.group(1))
         n = numel(m.group(3).split("stream=")[0])
-        row = rows.setdefault(m.group(1), dict(launches=0, elements=0, memory_ms=0.0,
+        row = rows.setdefault(m.group(1), dict(launches=0, elements=0, memory_ms=0.0, bytes_known=False,
                                                per_element=k.per_element if k else None, issue_ms=0.0 if k else None))
         row["launches"] += 1
         row["elements"] += n
-        row["memory_ms"] += (traffic_gb(sources[m.group(1)]) or 0.0) / bandwidth_tbs  # GB / (TB/s) = ms
+        gb = traffic_gb(sources[m.group(1)])
+        row["memory_ms"] += (gb or 0.0) / bandwidth_tbs  # GB / (TB/s) = ms
+        row["bytes_known"] |= gb is not None
         if k:
             row["issue_ms"] += n * k.per_element / issue_rate * 1e3
     return rows
@@ -159,6 +161,15 @@ def report(name: str, rows: dict, top: int) -> str:
     issue = sum(r["issue_ms"] for r in compiled.values())
     floor = sum(max(r["issue_ms"], r["memory_ms"]) for r in compiled.values())
     bound = {k: r for k, r in compiled.items() if r["issue_ms"] > r["memory_ms"]}
+    if not any(r["bytes_known"] for r in rows.values()):
+        # a GPU run's TORCH_LOGS=output_code: inductor writes its byte estimate only when it benchmarks kernels
+        out = [f"{name}: {sum(r['launches'] for r in compiled.values())} launches compiled: issue floor {issue:.2f} ms "
+               f"(no byte estimates in this log, so no memory floor). {sum(r['launches'] for r in rest.values())} "
+               f"launches not compiled (templates, long reductions)"]
+        out.append(f"  {'instr/elem':>10s} {'issue ms':>8s} {'launches':>8s}  kernel")
+        for k, r in sorted(compiled.items(), key=lambda kv: -kv[1]["issue_ms"])[:top]:
+            out.append(f"  {r['per_element']:10.1f} {r['issue_ms']:8.3f} {r['launches']:8d}  {k}")
+        return "\n".join(out)
     out = [f"{name}: {sum(r['launches'] for r in compiled.values())} launches compiled: memory floor {memory:.2f} ms, "
            f"issue floor {issue:.2f} ms, the larger of the two per kernel {floor:.2f} ms; {len(bound)} kernel(s) "
            f"issue-bound, {floor - memory:.2f} ms over their memory floor. {sum(r['launches'] for r in rest.values())} "

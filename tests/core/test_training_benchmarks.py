@@ -331,3 +331,21 @@ def test_kernel_sass_counts_the_counter_dropout_hash_per_element(benchmarks):
         for name in ("gpu_codegen", "inductor_code", "traffic_bound", "kernel_sass"):
             sys.modules.pop(name, None)
     assert 6 <= per_element["with_mask"] - per_element["without"] <= 14, per_element
+
+
+def test_kernel_sass_report_without_byte_estimates(benchmarks):
+    """A GPU run's TORCH_LOGS code has no byte estimates: the report gives the issue floor and no memory floor
+    (not a memory floor of zero, which would call every kernel issue-bound)."""
+    import kernel_sass
+
+    rows = {"k_small": dict(launches=2, elements=10, memory_ms=0.0, bytes_known=False, per_element=30.0, issue_ms=0.1),
+            "k_big": dict(launches=1, elements=99, memory_ms=0.0, bytes_known=False, per_element=90.0, issue_ms=0.5)}
+    try:
+        text = kernel_sass.report("log 1_backward", rows, top=5)
+    finally:
+        sys.modules.pop("kernel_sass", None)
+    first, _, big, small = text.splitlines()
+    assert "issue floor 0.60 ms" in first and "no byte estimates" in first and "memory floor 0" not in first
+    assert big.split()[-1] == "k_big" and small.split()[-1] == "k_small"
+    rows["k_big"].update(bytes_known=True, memory_ms=0.2)
+    assert "memory floor 0.20 ms" in kernel_sass.report("log", rows, top=5).splitlines()[0]
