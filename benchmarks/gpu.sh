@@ -164,47 +164,38 @@ PY
 }
 
 if [ "$STAGE" = train ]; then
-  # Issue 2: the compiled training step of the mnist preset. Session 14 (H100, RESULTS.md) timed, side by side at
-  # batch 512: the default compiled step (A) 9,267 img/s; inductor's CUDA graphs with forced channels-last
-  # layouts 12,744; with per-channel GroupNorm statistics as well 14,773; with inductor's recompute thresholds
-  # raised as well (R) 15,216, 22.6% of the measured peak. The trainer's --cuda-graphs (G) now sets all of it
-  # (R in trainer.CUDA_GRAPH_OPTIONS, per-channel statistics by --group-norm auto). 25% needs ~16,860.
+  # Issue 2: the compiled training step of the mnist preset. Session 16 (H100, RESULTS.md) timed, side by side:
+  # the trainer's --cuda-graphs then (G) 15,447 img/s at batch 512; with small reductions kept (U) 15,551; with U,
+  # counter dropout and batch 1024 (GX) 17,768, 27.8% of the measured peak. --cuda-graphs now sets U too, so G is
+  # session 16's GU and GX is `alignlearn train --compile --cuda-graphs --dropout-rng counter --batch-size 1024`.
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
-  # loses the least, and a second command on the warm machine can run the rest (WARM="GX GXC"
-  # TRAIN_STEPS="warm GX GXC": the batch-1024 candidates compiled together, ~220 s, then timed):
-  #   warm       the graphs of $WARM (default G, G2, GU) compiled at once in 1-step runs, so the inductor
-  #              cache serves the later runs (one step compiles every pass); their generated code kept
+  # loses the least, and a second command on the warm machine can run the rest:
+  #   checks     the three mask checks below on the tiny preset (under G, GH, and GH with an EMA target) started in
+  #              the background, so they compile while the next steps run; checks-wait waits and prints them.
+  #              Until they say "same mask" --cuda-graphs stays opt-in and replay the default dropout
+  #   warm       the graphs of $WARM (default GX, GH: 42 + 21 GB) compiled at once in 1-step runs, so the
+  #              inductor cache serves the later runs (one step compiles every pass); their generated code kept
   #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later)
-  #              and each one's peak GPU memory printed. Session 14: four batch-512 variants 205 s, GC and a
-  #              batch-1024 variant 219 s. Session 11's five batch-512 warm-ups overran the 80 GB together (after
-  #              compiling); the default's three are as much as four at batch 512
-  #   code       what G's and GU's code launches, and its transposing kernels (benchmarks/inductor_code.py)
-  #   G          the trainer's --cuda-graphs (session 14: 15,216 img/s, 22.6% of the H100's measured peak)
+  #              and each one's peak GPU memory printed. Session 16: G, GU and GX 205 s (G 21.4 GB reserved,
+  #              GX 41.7). Session 11's five batch-512 warm-ups overran the 80 GB together (after compiling)
+  #   code       what the kept code launches, and its transposing kernels (benchmarks/inductor_code.py)
+  #   GX         G with counter-based dropout at twice the batch (--dropout-rng counter: the mask an int32 hash of
+  #              a per-step seed and each unit's position, shared by construction, recomputed in the backward;
+  #              no eager dropout kernels). Session 16: 17,768 img/s (with U given by --inductor)
+  #   GH         counter dropout at batch 512: with G2, what of GX's gain is the batch and what the dropout
+  #   G          the trainer's --cuda-graphs (session 16: 15,551 img/s as GU)
   #   G2         G at twice the batch: the step's ~1,200 launches and its per-step weight casts, optimizer and
   #              EMA spread over twice the images (the 25% target is a fraction of peak, at any batch)
-  #   GU         G with inductor's small reductions kept as reductions (unroll_reductions_threshold=1): under R the
-  #              per-channel GroupNorm's group combination (2 to 8 channels, unrolled into pointwise code) is
-  #              recomputed in every element's kernel: 161 SASS instructions an element in one backward kernel.
-  #              Emulated step (session 15, CPU, benchmarks/kernel_sass.py): the Triton kernels' issue floor
-  #              over their memory floor 0.89 -> 0.36 ms (G), 1.35 -> 0.66 ms (GH); +0.07 GB, ~100 more launches
-  #   GX         G2 with U and counter-based dropout (--dropout-rng counter: the mask an int32 hash of a per-step seed
-  #              and each unit's position, shared by construction, recomputed in the backward; emulated
-  #              28.0 GB a step at batch 512 against R's 28.6 + 2.8 of eager dropout). Its own compile (~200 s)
   #   GXC        GX with inductor's combo kernels (GC below): the step's 343 weight and gradient casts (100 in each
   #              forward pass, 143 in the backward, each under 2 us of bytes; 570 such tiny launches a step in
-  #              all, emulated) combined: G's emulated step launched 592 Triton kernels instead of 941 (session 14)
-  #   GD         the trainer's own --cuda-graphs settings (U among them since session 16) with counter dropout at
-  #              twice the batch: GX as `alignlearn train --compile --cuda-graphs --dropout-rng counter` runs it
-  #   checks     the three mask checks below on the tiny preset (under G, GH, and GH with an EMA target) started in
-  #              the background, so they compile while the next steps run; checks-wait waits and prints them
+  #              all, emulated) combined: an emulated step launched 640 Triton kernels instead of 1,040 (session 15)
   #   masksH     do the online and target passes share their dropout mask under GH (counter dropout)? Shared by
   #              construction; this checks that the graphs see each step's seed (masks.txt; tiny preset)
   #   masks      the same under G: with eager random numbers that is the graphs' RNG state handling, the same
   #              for any network (the tiny preset, with the check's own dropout)
   #   masksF     the same under GF, with the mnist preset: inductor's seeds follow the order of each graph's
   #              random ops, which depends on the network
-  #   GH, GU2    counter dropout on G alone, and U at batch 1024 (their own compiles)
   #   GF         G with inductor's own dropout random numbers (fallback_random=false): fused like GH, but
   #              usable only if masksF says "same mask"
   #   GC         G with inductor's combo kernels (many small independent kernels in one: the step's ~300 weight
@@ -220,7 +211,7 @@ if [ "$STAGE" = train ]; then
   #   A          the default compiled step (session 14: 9,267 img/s; its spread 12-13%, sessions 5 and 11)
   #   GT         G with inductor's coordinate-descent tuning of each Triton kernel's block sizes (the
   #              normalisation reductions; a compile of minutes, so last)
-  TRAIN_STEPS=${TRAIN_STEPS:-warm G G2 GU masksH code masks GX GXC profile kernel-bw GH GU2 GF masksF GC GN Grepeat A GT}
+  TRAIN_STEPS=${TRAIN_STEPS:-checks warm GX GH checks-wait code G2 G GXC profile kernel-bw GF masksF GC GN Grepeat A GT}
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$WORK/gpu.txt"
   step peak measure_peak
   step bandwidth measure_bandwidth
@@ -233,13 +224,12 @@ if [ "$STAGE" = train ]; then
   UG=$($PY -c 'from alignlearn.networks.norm import resolve_group_norm as r; from alignlearn.trainer import CUDA_GRAPH_OPTIONS as o
 print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for k, v in o.items() if k != "triton.cudagraphs"))')
   echo "G's settings without graphs: $UG"
-  U="--inductor unroll_reductions_threshold=1"
-  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true" [GU]="$G $U"
-                [GU2]="$G $U" [GX]="$G $U --dropout-rng counter" [GXC]="$G $U --dropout-rng counter --inductor combo_kernels=true"
+  declare -A V=([A]="" [G]="$G" [Grepeat]="$G" [G2]="$G" [GC]="$G --inductor combo_kernels=true"
+                [GX]="$G --dropout-rng counter" [GXC]="$G --dropout-rng counter --inductor combo_kernels=true"
                 [GF]="$G --inductor fallback_random=false" [GH]="$G --dropout-rng counter"
-                [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true" [GD]="$G --dropout-rng counter")
-  declare -A BS=([G2]=$((2 * BATCH)) [GU2]=$((2 * BATCH)) [GX]=$((2 * BATCH)) [GXC]=$((2 * BATCH)) [GD]=$((2 * BATCH)))
-  declare -A CODE=([G]=1 [GU]=1)  # warm-up runs whose generated code is kept
+                [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
+  declare -A BS=([G2]=$((2 * BATCH)) [GX]=$((2 * BATCH)) [GXC]=$((2 * BATCH)))
+  declare -A CODE=([GX]=1 [GH]=1)  # warm-up runs whose generated code is kept
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
@@ -261,8 +251,9 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
   }
   for s in $TRAIN_STEPS; do
     case $s in
-      warm) step warm warm ${WARM:-G G2 GU} ;;
-      code) step code $PY benchmarks/inductor_code.py "$WORK"/warm_G.log "$WORK"/warm_GU.log | tee "$WORK/code.txt" ;;
+      warm) step warm warm ${WARM:-GX GH} ;;
+      code) KEPT=(); for k in "${!CODE[@]}"; do [ -f "$WORK/warm_$k.log" ] && KEPT+=("$WORK/warm_$k.log"); done
+            step code $PY benchmarks/inductor_code.py "${KEPT[@]}" | tee "$WORK/code.txt" ;;
       masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
                | tee -a "$WORK/masks.txt" ;;
       masksF) step masks-GF $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
