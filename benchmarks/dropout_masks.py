@@ -51,11 +51,11 @@ def main(argv=None):
     x, t = torch.randn(16, 1, 32, 32, device=dev), torch.full((16,), 5.0, device=dev)
     if a.channels_last:  # inductor picks each graph's buffer layouts by its own heuristic: the two passes may differ
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    # as the trainer does: with a stop-gradient target one compiled module runs both passes
-    target = copy.deepcopy(net).requires_grad_(False).train() if a.target == "ema" else net
-    seeds = dropout_seeds(net) + (dropout_seeds(target) if a.target == "ema" else [])
-    online_c = compile_for_training(net, a.cuda_graphs)
-    target_c = compile_for_training(target, a.cuda_graphs) if a.target == "ema" else online_c
+    online_c, seeds = compile_for_training(net, a.cuda_graphs), dropout_seeds(net)
+    target, target_c = net, online_c  # as the trainer does: with a stop-gradient target one compiled module
+    if a.target == "ema":
+        target = copy.deepcopy(net).requires_grad_(False).train()
+        target_c, seeds = compile_for_training(target, a.cuda_graphs), seeds + dropout_seeds(target)
     worst = 0.0
     for _ in range(3):  # the trainer's step, as CUDA graphs see it: nothing else runs between its steps
         torch.compiler.cudagraph_mark_step_begin()  # as the trainer does: one CUDA-graph generation per step

@@ -171,9 +171,12 @@ if [ "$STAGE" = train ]; then
   # TRAIN_STEPS lists what runs, in order; the default is ordered by what each tells, so a command
   # cut at its limit (`timeout N bash benchmarks/gpu.sh`: the summary and reports.tgz are still written)
   # loses the least, and a second command on the warm machine can run the rest:
-  #   checks     the three mask checks below on the tiny preset (under G, GH, and GH with an EMA target) started in
-  #              the background, so they compile while the next steps run; checks-wait waits and prints them.
-  #              Until they say "same mask" --cuda-graphs stays opt-in and replay the default dropout
+  #   checks     do the online and target passes share their dropout mask under the graphs? Three checks on the
+  #              tiny preset (benchmarks/dropout_masks.py, masks.txt), started in the background so they compile
+  #              while the next steps run; checks-wait waits and prints them. Under G: with eager random numbers
+  #              that is the graphs' RNG state handling, the same for any network. Under GH, with a stop-gradient
+  #              and with an EMA target: shared by construction, this checks that the graphs see each step's
+  #              seed. Until they say "same mask" --cuda-graphs stays opt-in and replay the default dropout
   #   warm       the graphs of $WARM (default GX, GH: 42 + 21 GB) compiled at once in 1-step runs, so the
   #              inductor cache serves the later runs (one step compiles every pass); their generated code kept
   #              (TORCH_LOGS=output_code, warm_KEY.log: benchmarks/kernel_sass.py reads it on a CPU later)
@@ -190,11 +193,7 @@ if [ "$STAGE" = train ]; then
   #   GXC        GX with inductor's combo kernels (GC below): the step's 343 weight and gradient casts (100 in each
   #              forward pass, 143 in the backward, each under 2 us of bytes; 570 such tiny launches a step in
   #              all, emulated) combined: an emulated step launched 640 Triton kernels instead of 1,040 (session 15)
-  #   masksH     do the online and target passes share their dropout mask under GH (counter dropout)? Shared by
-  #              construction; this checks that the graphs see each step's seed (masks.txt; tiny preset)
-  #   masks      the same under G: with eager random numbers that is the graphs' RNG state handling, the same
-  #              for any network (the tiny preset, with the check's own dropout)
-  #   masksF     the same under GF, with the mnist preset: inductor's seeds follow the order of each graph's
+  #   masksF     the mask check under GF, with the mnist preset: inductor's seeds follow the order of each graph's
   #              random ops, which depends on the network
   #   GF         G with inductor's own dropout random numbers (fallback_random=false): fused like GH, but
   #              usable only if masksF says "same mask"
@@ -230,6 +229,7 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
                 [GN]="$G --group-norm native" [GT]="$G --inductor coordinate_descent_tuning=true")
   declare -A BS=([G2]=$((2 * BATCH)) [GX]=$((2 * BATCH)) [GXC]=$((2 * BATCH)))
   declare -A CODE=([GX]=1 [GH]=1)  # warm-up runs whose generated code is kept
+  MASKS=($PY benchmarks/dropout_masks.py --device "$DEVICE" --channels-last $G)  # the dropout-mask check, as G compiles
   warm() {  # warm KEY...: compile the variants' graphs concurrently (1 step each), logs in $WORK/warm_KEY.log
     local k pids=()
     for k in "$@"; do
@@ -254,15 +254,10 @@ print("--group-norm", r("auto", True), *(f"--inductor {k}={str(v).lower()}" for 
       warm) step warm warm ${WARM:-GX GH} ;;
       code) KEPT=(); for k in "${!CODE[@]}"; do [ -f "$WORK/warm_$k.log" ] && KEPT+=("$WORK/warm_$k.log"); done
             step code $PY benchmarks/inductor_code.py "${KEPT[@]}" | tee "$WORK/code.txt" ;;
-      masks) step masks-G $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
-               | tee -a "$WORK/masks.txt" ;;
-      masksF) step masks-GF $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset "$PRESET" --channels-last $G \
-                --inductor fallback_random=false | tee -a "$WORK/masks.txt" ;;
-      masksH) step masks-GH $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G \
-                --dropout-rng counter | tee -a "$WORK/masks.txt" ;;
+      masksF) step masks-GF "${MASKS[@]}" --preset "$PRESET" --inductor fallback_random=false | tee -a "$WORK/masks.txt" ;;
       checks) CHECKS=(); i=0
               for m in "" "--dropout-rng counter" "--dropout-rng counter --target ema"; do
-                $PY benchmarks/dropout_masks.py --device "$DEVICE" --preset tiny --channels-last $G $m > "$WORK/masks_$i.log" 2>&1 &
+                "${MASKS[@]}" --preset tiny $m > "$WORK/masks_$i.log" 2>&1 &
                 CHECKS+=($!); i=$((i + 1))
               done ;;
       checks-wait) step checks-wait wait "${CHECKS[@]}"

@@ -157,27 +157,26 @@ def analyse(lines: list[str], sources: dict[str, str], sass: dict[str, KernelSas
 def report(name: str, rows: dict, top: int) -> str:
     compiled = {k: r for k, r in rows.items() if r["issue_ms"] is not None}
     rest = {k: r for k, r in rows.items() if r["issue_ms"] is None}
-    memory = sum(r["memory_ms"] for r in compiled.values())
     issue = sum(r["issue_ms"] for r in compiled.values())
-    floor = sum(max(r["issue_ms"], r["memory_ms"]) for r in compiled.values())
-    bound = {k: r for k, r in compiled.items() if r["issue_ms"] > r["memory_ms"]}
-    if not any(r["bytes_known"] for r in rows.values()):
-        # a GPU run's TORCH_LOGS=output_code: inductor writes its byte estimate only when it benchmarks kernels
-        out = [f"{name}: {sum(r['launches'] for r in compiled.values())} launches compiled: issue floor {issue:.2f} ms "
-               f"(no byte estimates in this log, so no memory floor). {sum(r['launches'] for r in rest.values())} "
-               f"launches not compiled (templates, long reductions)"]
-        out.append(f"  {'instr/elem':>10s} {'issue ms':>8s} {'launches':>8s}  kernel")
-        for k, r in sorted(compiled.items(), key=lambda kv: -kv[1]["issue_ms"])[:top]:
-            out.append(f"  {r['per_element']:10.1f} {r['issue_ms']:8.3f} {r['launches']:8d}  {k}")
-        return "\n".join(out)
-    out = [f"{name}: {sum(r['launches'] for r in compiled.values())} launches compiled: memory floor {memory:.2f} ms, "
-           f"issue floor {issue:.2f} ms, the larger of the two per kernel {floor:.2f} ms; {len(bound)} kernel(s) "
-           f"issue-bound, {floor - memory:.2f} ms over their memory floor. {sum(r['launches'] for r in rest.values())} "
-           f"launches not compiled (templates, long reductions): memory floor "
-           f"{sum(r['memory_ms'] for r in rest.values()):.2f} ms"]
-    out.append(f"  {'instr/elem':>10s} {'issue ms':>8s} {'memory ms':>9s} {'launches':>8s}  kernel")
-    for k, r in sorted(compiled.items(), key=lambda kv: -(kv[1]["issue_ms"] - kv[1]["memory_ms"]))[:top]:
-        out.append(f"  {r['per_element']:10.1f} {r['issue_ms']:8.3f} {r['memory_ms']:9.3f} {r['launches']:8d}  {k}")
+    head = f"{name}: {sum(r['launches'] for r in compiled.values())} launches compiled: "
+    tail = f"{sum(r['launches'] for r in rest.values())} launches not compiled (templates, long reductions)"
+    # a GPU run's TORCH_LOGS=output_code has no byte estimates: inductor writes them only when benchmarking kernels
+    with_bytes = any(r["bytes_known"] for r in rows.values())
+    if with_bytes:
+        memory = sum(r["memory_ms"] for r in compiled.values())
+        floor = sum(max(r["issue_ms"], r["memory_ms"]) for r in compiled.values())
+        bound = sum(r["issue_ms"] > r["memory_ms"] for r in compiled.values())
+        out = [f"{head}memory floor {memory:.2f} ms, issue floor {issue:.2f} ms, the larger of the two per kernel "
+               f"{floor:.2f} ms; {bound} kernel(s) issue-bound, {floor - memory:.2f} ms over their memory floor. {tail}: "
+               f"memory floor {sum(r['memory_ms'] for r in rest.values()):.2f} ms"]
+    else:
+        out = [f"{head}issue floor {issue:.2f} ms (no byte estimates in this log, so no memory floor). {tail}"]
+    out.append(f"  {'instr/elem':>10s} {'issue ms':>8s}" + (f" {'memory ms':>9s}" if with_bytes else "")
+               + f" {'launches':>8s}  kernel")
+    # by issue floor over memory floor (the memory floor is 0 without byte estimates: by issue floor)
+    for k, r in sorted(compiled.items(), key=lambda kv: kv[1]["memory_ms"] - kv[1]["issue_ms"])[:top]:
+        out.append(f"  {r['per_element']:10.1f} {r['issue_ms']:8.3f}" + (f" {r['memory_ms']:9.3f}" if with_bytes else "")
+                   + f" {r['launches']:8d}  {k}")
     return "\n".join(out)
 
 

@@ -25,6 +25,7 @@ from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
 from alignlearn.results import append_row
 from alignlearn.timing import device_name
+from alignlearn.networks.dropout import DROPOUT_RNGS
 from alignlearn.networks.norm import resolve_group_norm
 from alignlearn.trainer import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS, read_metrics, steady_img_per_s, train
 
@@ -65,7 +66,7 @@ def add_training_args(p: argparse.ArgumentParser, steps: int, log_every: int) ->
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="keep images and weights NCHW on the GPU")
     p.add_argument("--group-norm", default="auto", help="auto | native | per-channel (alignlearn/networks/norm.py)")
-    p.add_argument("--dropout-rng", default="replay", help="replay | counter (alignlearn/networks/dropout.py)")
+    p.add_argument("--dropout-rng", choices=DROPOUT_RNGS, default="replay", help="alignlearn/networks/dropout.py")
     add_inductor_option(p)
 
 
