@@ -1,3 +1,3 @@
 """alignlearn: images to diffusion noise latents in one network evaluation (CT Inversion)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,6 +13,7 @@ from .objectives import ObjectiveConfig
 from .schedule import EPS, SIGMA_DATA, T_MAX
 
 OPTIMIZERS = ("adam", "radam")
+STEPS_CAP_WITH_BUDGET = 1_000_000  # --time-budget without --steps: the clock ends training, this only bounds it
 
 
 @dataclass
@@ -99,9 +100,14 @@ class RunConfig:
         try:
             data = dict(d["data"])
             data["shape"] = tuple(data.get("shape", ()))
+            model = ModelConfig(**d["model"])
+            objective = dict(d["objective"])
+            for key in ("sigma_data", "eps", "T"):  # written twice up to version 0.1.0; the model's copy is kept
+                if key in objective and objective.pop(key) != getattr(model, key):
+                    raise UserError(f"run configuration disagrees with itself: objective and model {key} differ")
             return cls(
-                model=ModelConfig(**d["model"]),
-                objective=ObjectiveConfig(**d["objective"]),
+                model=model,
+                objective=ObjectiveConfig(**objective),
                 data=DataConfig(**data),
                 train=TrainConfig(**d["train"]),
                 version=d.get("version", "unknown"),
@@ -130,6 +136,6 @@ def make_run_config(
         raise UserError(f"--class-cond needs a labelled dataset; {data_name} has {num_classes} classes")
     classes = num_classes if train.class_cond else 0
     backbone = preset_config(preset, image_shape=shape, num_classes=classes, dropout=dropout)
-    model = ModelConfig(PARAMETERISATION_OF[objective.name], backbone, preset, objective.sigma_data, objective.eps, objective.T)
+    model = ModelConfig(PARAMETERISATION_OF[objective.name], backbone, preset)
     data = DataConfig(data_name, data_dir, image_size, tuple(shape), num_classes)
     return RunConfig(model, objective, data, train)

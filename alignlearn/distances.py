@@ -25,9 +25,11 @@ def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).flatten(1).pow(2).mean(1)
 
 
+HUBER_C_PER_SQRT_DIM = 0.00054  # iCT's c = 0.00054 sqrt(d), tuned for data of unit scale
+
+
 def huber_c(dim: int) -> float:
-    """iCT's c = 0.00054 sqrt(d), tuned for data of unit scale."""
-    return 0.00054 * math.sqrt(dim)
+    return HUBER_C_PER_SQRT_DIM * math.sqrt(dim)
 
 
 def make_distance(name: str, dim: int, c: float | None = None) -> Distance:

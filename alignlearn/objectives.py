@@ -15,7 +15,7 @@ from torch import nn
 
 from .distances import make_distance
 from .errors import UserError
-from .schedule import EPS, RHO, SIGMA_DATA, T_MAX, index_probs, karras_sigmas, lognormal_sigmas, sample_indices, steps_at
+from .schedule import RHO, STANDARD_NOISE, NoiseLevels, index_probs, karras_sigmas, lognormal_sigmas, sample_indices, steps_at
 
 OBJECTIVES = ("ct-inversion", "cd-inversion", "ct", "edm")
 WEIGHTINGS = ("inverse-dt", "uniform")
@@ -33,6 +33,16 @@ RECIPE_DEFAULTS = {
     "cd-inversion": dict(scale_distribution="uniform", p_mean=-1.1, p_std=2.0, weighting="uniform", target="ema", target_ema=0.95),
     "edm": dict(scale_distribution="lognormal", p_mean=-1.2, p_std=1.2, weighting="uniform", target="stopgrad", target_ema=0.999),
 }
+
+
+
+def recipe_default_text(key: str) -> str:
+    """Each objective's default for the recipe knob `key`, grouped by value: for --help, which reads them here."""
+    by_value: dict = {}
+    for name, defaults in RECIPE_DEFAULTS.items():
+        by_value.setdefault(defaults[key], []).append(name)
+    return ", ".join(f"{'/'.join(names)} {value}" for value, names in by_value.items())
+
 
 # Which preconditioning each objective trains.
 PARAMETERISATION_OF = {"ct-inversion": "noiser", "cd-inversion": "noiser", "ct": "cm", "edm": "edm"}
@@ -52,9 +62,6 @@ class ObjectiveConfig:
     weighting: str | None = None
     target: str | None = None
     target_ema: float | None = None
-    sigma_data: float = SIGMA_DATA
-    eps: float = EPS
-    T: float = T_MAX
     rho: float = RHO
     curriculum_steps: int | None = None
     teacher: str | None = None  # cd-inversion: the diffusion-model run whose PF-ODE step replaces the shared z
@@ -96,9 +103,9 @@ class ConsistencyPairLoss:
     Subclasses choose which of the two points is the target.
     """
 
-    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int):
+    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, noise: NoiseLevels = STANDARD_NOISE):
         # The curriculum may reach its final N before training ends (short budgets).
-        self.cfg, self.total_steps = cfg, cfg.curriculum_steps or total_steps
+        self.cfg, self.noise, self.total_steps = cfg, noise, cfg.curriculum_steps or total_steps
         steps_at(0, total_steps, cfg.step_schedule, cfg.s0, cfg.s1)  # validate the schedule name
         self.distance = make_distance(cfg.distance, data_dim, cfg.huber_c)
         self._grids: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -112,7 +119,7 @@ class ConsistencyPairLoss:
         key = (N, device)
         if key not in self._grids:
             c = self.cfg
-            t = karras_sigmas(N, c.eps, c.T, c.rho)
+            t = karras_sigmas(N, self.noise.eps, self.noise.T, c.rho)
             p = index_probs(t, c.scale_distribution, c.p_mean, c.p_std)
             self._grids[key] = (_upload(t.float(), device), _upload(p.float(), device))
         return self._grids[key]
@@ -134,7 +141,7 @@ class ConsistencyPairLoss:
     def online_and_target(self, x_n, x_n1, t_n, t_n1):
         raise NotImplementedError
 
-    # Scale that brings both outputs to unit scale before d (DESIGN §1).
+    # Scale that brings both outputs to unit scale before d, so that the pseudo-Huber c means what iCT tuned.
     output_scale = 1.0
 
     def __call__(self, model: nn.Module, target_model: nn.Module, x0: torch.Tensor, labels, step: int) -> torch.Tensor:
@@ -150,9 +157,9 @@ class ConsistencyPairLoss:
 class CTInversionLoss(ConsistencyPairLoss):
     """Algorithm 1: the higher noise level x_{n+1} is the target, f(x_T, T) = x_T anchors the chain."""
 
-    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int):
-        super().__init__(cfg, total_steps, data_dim)
-        self.output_scale = 1.0 / math.sqrt(cfg.T**2 + cfg.sigma_data**2)
+    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, noise: NoiseLevels = STANDARD_NOISE):
+        super().__init__(cfg, total_steps, data_dim, noise)
+        self.output_scale = 1.0 / math.sqrt(noise.T**2 + noise.sigma_data**2)
 
     def online_and_target(self, x_n, x_n1, t_n, t_n1):
         return (x_n, t_n), (x_n1, t_n1)
@@ -168,17 +175,17 @@ class CTLoss(ConsistencyPairLoss):
 class EDMLoss:
     """EDM: lambda(t) ||D(x0 + t n, t) - x0||^2 with ln t ~ N(P_mean, P_std^2), lambda = (t^2 + σ_d^2)/(t σ_d)^2."""
 
-    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int):
-        self.cfg = cfg
+    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, noise: NoiseLevels = STANDARD_NOISE):
+        self.cfg, self.noise = cfg, noise
 
     def num_steps(self, step: int) -> int:
         return 0
 
     def __call__(self, model: nn.Module, target_model: nn.Module, x0: torch.Tensor, labels, step: int) -> torch.Tensor:
-        c = self.cfg
+        c, sigma_data = self.cfg, self.noise.sigma_data
         t = lognormal_sigmas(x0.shape[0], c.p_mean, c.p_std, device=x0.device)
         x_t = x0 + t.view((-1,) + (1,) * (x0.ndim - 1)) * torch.randn_like(x0)
-        weight = (t**2 + c.sigma_data**2) / (t * c.sigma_data) ** 2
+        weight = (t**2 + sigma_data**2) / (t * sigma_data) ** 2
         D = model(x_t, t, labels).float()
         return weight * (D - x0).flatten(1).pow(2).mean(1)
 
@@ -188,8 +195,9 @@ class CDInversionLoss(CTInversionLoss):
     trained diffusion denoiser D, x_{n+1} = x_n + (t_{n+1} - t_n)(x_n - D(x_n, t_n))/t_n, instead of
     Algorithm 1's one-sample estimate (x_n - x0)/t_n. Lower variance, at the cost of needing D (iCD)."""
 
-    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None):
-        super().__init__(cfg, total_steps, data_dim)
+    def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None,
+                 noise: NoiseLevels = STANDARD_NOISE):
+        super().__init__(cfg, total_steps, data_dim, noise)
         if teacher is None:
             raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
         self.teacher = teacher
@@ -206,7 +214,9 @@ class CDInversionLoss(CTInversionLoss):
 LOSSES = {"ct-inversion": CTInversionLoss, "cd-inversion": CDInversionLoss, "ct": CTLoss, "edm": EDMLoss}
 
 
-def build_objective(cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None):
+def build_objective(cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None,
+                    noise: NoiseLevels = STANDARD_NOISE):
+    """The loss of `cfg`; `noise` (sigma_data, eps, T) is the trained model's, e.g. a run's ModelConfig."""
     if cfg.name == "cd-inversion":
-        return CDInversionLoss(cfg, total_steps, data_dim, teacher)
-    return LOSSES[cfg.name](cfg, total_steps, data_dim)
+        return CDInversionLoss(cfg, total_steps, data_dim, teacher, noise)
+    return LOSSES[cfg.name](cfg, total_steps, data_dim, noise)

@@ -7,6 +7,7 @@ distribution P over adjacent index pairs (n, n+1).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -14,6 +15,19 @@ EPS = 0.002
 T_MAX = 80.0
 RHO = 7.0
 SIGMA_DATA = 0.5
+
+
+
+@dataclass(frozen=True)
+class NoiseLevels:
+    """The VE noise range [eps, T] and the data scale sigma_data that a model and its objective share."""
+
+    sigma_data: float = SIGMA_DATA
+    eps: float = EPS
+    T: float = T_MAX
+
+
+STANDARD_NOISE = NoiseLevels()
 
 STEP_SCHEDULES = ("ict", "cm")
 SCALE_DISTRIBUTIONS = ("lognormal", "uniform")
