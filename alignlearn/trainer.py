@@ -38,8 +38,8 @@ from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
 from .models import build_model, load_teacher
-from .networks.dropout import draw_step_seed, dropout_seeds, with_counter_dropout
-from .networks.norm import resolve_group_norm, with_channel_stats_group_norms
+from .compile_options import compile_for_training, swap_training_modules
+from .networks.dropout import draw_step_seed, dropout_seeds
 from .objectives import build_objective
 from .previews import preview
 
@@ -123,49 +123,6 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-# Inductor settings of the trainer's compiled passes. fallback_random: inductor draws random numbers as
-# eager PyTorch does; its own (Philox) dropout would give the compiled online pass another mask than the
-# target pass replays from the same RNG state, breaking iCT's shared dropout mask. benchmarks/throughput.py
-# varies these (--inductor KEY=VALUE) to measure alternatives.
-INDUCTOR_OPTIONS: dict = {"fallback_random": True}
-
-# --cuda-graphs. The compiled step is host-bound without them (the GPU idles between launches: session 5's
-# profile). force_layout_optimization keeps channels-last buffers between the convolutions of the training
-# graphs too, where inductor's heuristic turns that off (benchmarks/layout_decision.py) and cuDNN then converts
-# layouts in 74 copies a step; it only pays once the launches are out of the way (RESULTS.md, 2026-11-27).
-# The realize_* thresholds (4, 8 and 30 by inductor's default) decide when inductor stores an intermediate
-# instead of recomputing it where it is read: raised, the backward recomputes each GroupNorm's normalised
-# output in the kernels that read it instead of writing it in fp32 and reading it back, the same values
-# (RESULTS.md, sessions 13 and 14: the emulated backward moves 40% fewer bytes; the H100 step 3% faster).
-# unroll_reductions_threshold=1 keeps reductions over a few values (per-channel GroupNorm's combination of 2-8
-# channel statistics into group statistics) as reductions: unrolled into pointwise code, the raised thresholds
-# inline them into every element's kernel (161 SASS instructions an element in one backward kernel of PyTorch
-# 2.14's code, emulated; on an H100 with 2.11 the step's issue floor fell from 8.42 to 7.98 ms. RESULTS.md,
-# sessions 15 and 16).
-CUDA_GRAPH_OPTIONS: dict = {"triton.cudagraphs": True, "force_layout_optimization": True,
-                            "realize_reads_threshold": 64, "realize_acc_reads_threshold": 64,
-                            "realize_opcount_threshold": 1000, "unroll_reductions_threshold": 1}
-
-
-def training_inductor_options(cuda_graphs: bool = False) -> dict:
-    """The inductor settings of the trainer's compiled passes, with or without --cuda-graphs."""
-    return {**INDUCTOR_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graphs else {})}
-
-
-def swap_training_modules(net: torch.nn.Module, group_norm: str, dropout_rng: str, cuda_graphs: bool) -> None:
-    """The modules --group-norm and --dropout-rng choose, swapped in place (same parameters and state dict).
-    Call it before copying the model (EMA): the copies then compute the same way, each with its own seed."""
-    if resolve_group_norm(group_norm, cuda_graphs) == "per-channel":
-        with_channel_stats_group_norms(net)
-    if dropout_rng == "counter":
-        with_counter_dropout(net)
-
-
-def compile_for_training(net: torch.nn.Module, cuda_graphs: bool = False) -> torch.nn.Module:
-    """torch.compile with the trainer's inductor settings, scoped to this module's graphs."""
-    return torch.compile(net, options=training_inductor_options(cuda_graphs))
-
-
 def _lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
@@ -198,7 +155,33 @@ def train(
         shutdown(info)
 
 
-def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data, teacher) -> TrainResult:
+@dataclass
+class _Setup:
+    """What the loop works with: models, optimizer, objective, data on the device, and the clock."""
+
+    cfg: RunConfig
+    run_dir: Path
+    info: DistInfo
+    objective: object
+    raw: torch.nn.Module
+    ema: EMA
+    target_ema: EMA | None
+    optimizer: torch.optim.Optimizer
+    params: list
+    net: torch.nn.Module
+    target_net: torch.nn.Module
+    autocast: object
+    dropout_seeds: list
+    x_all: torch.Tensor
+    y_all: torch.Tensor
+    preview_x: torch.Tensor
+    preview_y: torch.Tensor | None
+    clock: TimeBudget
+    start: int
+
+
+def _setup(cfg, run_dir, info: DistInfo, resume, force, data, teacher) -> _Setup:
+    """Check the settings, prepare the run folder, build (or restore) models and optimizer, place the data."""
     from .data import load_data
 
     tc, device = cfg.train, info.device
@@ -220,7 +203,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
         if not cfg.objective.teacher:
             raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
         teacher = load_teacher(cfg.objective.teacher, cfg, device)
-    objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)), teacher=teacher)
+    objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)), teacher=teacher, noise=cfg.model)
     # The config marks the folder as a run: written only once everything that can refuse the settings has accepted them.
     if info.is_main and not resume:
         write_json_atomic(run_dir / CONFIG, cfg.to_dict())
@@ -230,8 +213,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     on_gpu = device.type == "cuda"
     if on_gpu:  # every step has the same shapes: let cuDNN time its convolution algorithms once (as EDM's loop does)
         torch.backends.cudnn.benchmark = True
-    image_like = len(train_set.shape) == 3
-    channels_last = tc.channels_last and on_gpu and image_like
+    channels_last = tc.channels_last and on_gpu and len(train_set.shape) == 3
     swap_training_modules(raw, tc.group_norm, tc.dropout_rng, tc.cuda_graphs)  # before the EMA copies
     if channels_last:  # before the EMA copies, so the target pass and the EMA lerp see the same layout
         raw.to(memory_format=torch.channels_last)
@@ -242,10 +224,8 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     start, budget_spent = 0, 0.0
     if resume:
         start, budget_spent = _load_state(run_dir, raw, ema, target_ema, optimizer)
-    clock = TimeBudget(tc.time_budget_s, tc.steps, budget_spent)
     if target_ema is not None:
         target_ema.module.train()  # dropout as in the online pass, with the same mask
-
     # counter-based dropout: the online and target passes read the same per-step seed, drawn on the device
     seeds = dropout_seeds(raw) + (dropout_seeds(target_ema.module) if target_ema is not None else [])
 
@@ -260,84 +240,116 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
     y_all = train_set.labels[info.rank :: info.world_size].to(device)
     if channels_last:
         x_all = x_all.contiguous(memory_format=torch.channels_last)
-    local_batch = tc.batch_size // info.world_size
-    null_label = cfg.model.backbone.get("num_classes", 0)
-    preview_x = test_set.images[:16] if len(test_set) else train_set.images[:16]
-    preview_y = (test_set.labels[:16] if len(test_set) else train_set.labels[:16]) if tc.class_cond else None
-    end = tc.steps if stop_after is None else min(stop_after, tc.steps)
+    shown = test_set if len(test_set) else train_set
+    return _Setup(cfg, run_dir, info, objective, raw, ema, target_ema, optimizer, params, net, target_net, autocast,
+                  seeds, x_all, y_all, shown.images[:16], shown.labels[:16] if tc.class_cond else None,
+                  TimeBudget(tc.time_budget_s, tc.steps, budget_spent), start)
 
-    loss_sum = torch.zeros((), device=device)
-    n_acc, last_loss, img_s = 0, float("nan"), 0.0
-    last_ckpt = latest_checkpoint(run_dir) if resume else None
-    t_mark, step_mark = time.perf_counter(), start
-    metrics = open(run_dir / METRICS, "a") if info.is_main else None
-    progress = _Progress(show_progress and info.is_main, None if clock.enabled else end, start)
 
-    def save(step):
-        nonlocal last_ckpt
-        if info.is_main:
-            last_ckpt = save_checkpoint(
-                run_dir, step, model=raw, ema=ema, target=target_ema, optimizer=optimizer,
-                state={"loss": last_loss, "version": cfg.version, "time": time.time(), "budget_spent": clock.spent()},
-            )
-            preview(ema.module.eval(), preview_x, preview_y, run_dir / "samples" / f"step_{step:08d}.png")
-        barrier(info)
+def _train_step(s: _Setup, step: int, k_curriculum: int) -> torch.Tensor:
+    """One optimisation step of the objective at curriculum step k; returns the (device) mean loss."""
+    tc, device = s.cfg.train, s.info.device
+    if tc.compile:
+        # One CUDA-graph generation per step. Otherwise inductor's cudagraph trees start a new one at the
+        # online pass (a new compiled call with no backward pending) and free the target pass's output
+        # before the loss reads it. A counter increment when graphs are off.
+        torch.compiler.cudagraph_mark_step_begin()
+    torch.manual_seed(step_seed(tc.seed, s.info.rank, step))
+    local_batch = tc.batch_size // s.info.world_size
+    idx = torch.randint(len(s.x_all), (local_batch,), device=device)
+    x0 = s.x_all[idx]
+    labels = None
+    if tc.class_cond:
+        drop = torch.rand(local_batch, device=device) < tc.cond_drop
+        labels = torch.where(drop, s.cfg.model.backbone.get("num_classes", 0), s.y_all[idx])  # the null label
+    draw_step_seed(s.dropout_seeds)
+    for g in s.optimizer.param_groups:
+        g["lr"] = _lr_at(step, tc.lr, tc.warmup)
+    with s.autocast:
+        loss = s.objective(s.net, s.target_net, x0, labels, k_curriculum).mean()
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(s.params, tc.grad_clip)
+    s.optimizer.step()
+    s.ema.update(s.raw, step)
+    if s.target_ema is not None:
+        s.target_ema.update(s.raw, step)
+    return loss.detach()
 
-    def flush(step):
-        """The one host sync: mean loss since the last flush, throughput, a metrics line."""
-        nonlocal loss_sum, n_acc, last_loss, t_mark, step_mark, img_s
-        if n_acc == 0:
+
+class _Bookkeeping:
+    """The periodic work: the running loss, metrics lines (the loop's one host sync), checkpoints, previews."""
+
+    def __init__(self, s: _Setup, resume: bool, progress: "_Progress"):
+        self.s, self.progress = s, progress
+        self.loss_sum = torch.zeros((), device=s.info.device)
+        self.n_acc, self.last_loss, self.img_s = 0, float("nan"), 0.0
+        self.last_ckpt = latest_checkpoint(s.run_dir) if resume else None
+        self.t_mark, self.step_mark = time.perf_counter(), s.start
+        self.metrics = open(s.run_dir / METRICS, "a") if s.info.is_main else None
+
+    def record(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.n_acc += 1
+
+    def flush(self, step: int, k_curriculum: int) -> None:
+        """Mean loss since the last flush, throughput, a metrics line; stops training on a non-finite loss."""
+        s = self.s
+        if self.n_acc == 0:
             return
-        mean = loss_sum / n_acc
-        if info.enabled:
+        mean = self.loss_sum / self.n_acc
+        if s.info.enabled:
             torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
-        last_loss = mean.item()
+        self.last_loss = mean.item()
         now = time.perf_counter()
-        img_s = tc.batch_size * (step - step_mark) / max(now - t_mark, 1e-9)
-        if not math.isfinite(last_loss):
-            where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "; no checkpoint was written"
-            raise TrainingStopped(f"loss became {last_loss} before step {step}{where} (try a lower --lr)", last_ckpt, 3)
-        if metrics is not None:
-            row = {"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"], "img_per_s": img_s,
-                   "N": objective.num_steps(k_curriculum), "time": time.time()}
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
-        progress.update(loss=last_loss, img_s=img_s)
-        loss_sum, n_acc, t_mark, step_mark = torch.zeros((), device=device), 0, now, step
+        self.img_s = s.cfg.train.batch_size * (step - self.step_mark) / max(now - self.t_mark, 1e-9)
+        if not math.isfinite(self.last_loss):
+            where = f"; the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else "; no checkpoint was written"
+            raise TrainingStopped(f"loss became {self.last_loss} before step {step}{where} (try a lower --lr)", self.last_ckpt, 3)
+        if self.metrics is not None:
+            row = {"step": step, "loss": self.last_loss, "lr": s.optimizer.param_groups[0]["lr"], "img_per_s": self.img_s,
+                   "N": s.objective.num_steps(k_curriculum), "time": time.time()}
+            self.metrics.write(json.dumps(row) + "\n")
+            self.metrics.flush()
+        self.progress.update(loss=self.last_loss, img_s=self.img_s)
+        self.loss_sum, self.n_acc = torch.zeros((), device=s.info.device), 0
+        self.t_mark, self.step_mark = now, step
 
-    step, k_curriculum = start, start
+    def preview(self, step: int) -> None:
+        if self.s.info.is_main:
+            preview(self.s.ema.module.eval(), self.s.preview_x, self.s.preview_y,
+                    self.s.run_dir / "samples" / f"step_{step:08d}.png")
+
+    def save(self, step: int) -> None:
+        s = self.s
+        if s.info.is_main:
+            self.last_ckpt = save_checkpoint(
+                s.run_dir, step, model=s.raw, ema=s.ema, target=s.target_ema, optimizer=s.optimizer,
+                state={"loss": self.last_loss, "version": s.cfg.version, "time": time.time(),
+                       "budget_spent": s.clock.spent()},
+            )
+        self.preview(step)
+        barrier(s.info)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data, teacher) -> TrainResult:
+    s = _setup(cfg, run_dir, info, resume, force, data, teacher)
+    tc, clock = cfg.train, s.clock
+    end = tc.steps if stop_after is None else min(stop_after, tc.steps)
+    progress = _Progress(show_progress and info.is_main, None if clock.enabled else end, s.start)
+    books = _Bookkeeping(s, resume, progress)
+    step = k_curriculum = s.start
     try:
         with _StopFlag() as stop, progress:
-            net.train()
+            s.net.train()
             while step < end:
-                if tc.compile:
-                    # One CUDA-graph generation per step. Otherwise inductor's cudagraph trees start a new one
-                    # at the online pass (a new compiled call with no backward pending) and free the target
-                    # pass's output before the loss reads it. A counter increment when graphs are off.
-                    torch.compiler.cudagraph_mark_step_begin()
-                torch.manual_seed(step_seed(tc.seed, info.rank, step))
-                idx = torch.randint(len(x_all), (local_batch,), device=device)
-                x0 = x_all[idx]
-                labels = None
-                if tc.class_cond:
-                    drop = torch.rand(local_batch, device=device) < tc.cond_drop
-                    labels = torch.where(drop, null_label, y_all[idx])
-                draw_step_seed(seeds)
-                for g in optimizer.param_groups:
-                    g["lr"] = _lr_at(step, tc.lr, tc.warmup)
                 k_curriculum = clock.curriculum_step(step)
-                with autocast:
-                    loss = objective(net, target_net, x0, labels, k_curriculum).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                optimizer.step()
-                ema.update(raw, step)
-                if target_ema is not None:
-                    target_ema.update(raw, step)
-                loss_sum += loss.detach()
-                n_acc += 1
+                books.record(_train_step(s, step, k_curriculum))
                 step += 1
                 clock.start()
                 progress.advance()
@@ -346,22 +358,22 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                     end = step  # the budget is spent: this step is the last
                 at_log = step % tc.log_every == 0 or step == end
                 if at_log or step % tc.ckpt_every == 0:
-                    flush(step)
+                    books.flush(step, k_curriculum)
                 if step % tc.ckpt_every == 0 and step < end:
-                    save(step)
+                    books.save(step)
                 if (at_log and any_rank(stop.set, info)) or (not info.enabled and stop.set):
-                    flush(step)
-                    save(step)
-                    raise TrainingStopped(f"interrupted at step {step}; checkpoint saved to {last_ckpt}; continue with --resume", last_ckpt, 130)
-                if step % tc.sample_every == 0 and step < end and info.is_main:
-                    preview(ema.module.eval(), preview_x, preview_y, run_dir / "samples" / f"step_{step:08d}.png")
-            flush(step)
-            if last_ckpt is None or last_ckpt.name != f"step_{step:08d}":
-                save(step)
+                    books.flush(step, k_curriculum)
+                    books.save(step)
+                    raise TrainingStopped(f"interrupted at step {step}; checkpoint saved to {books.last_ckpt}; "
+                                          "continue with --resume", books.last_ckpt, 130)
+                if step % tc.sample_every == 0 and step < end:
+                    books.preview(step)
+            books.flush(step, k_curriculum)
+            if books.last_ckpt is None or books.last_ckpt.name != f"step_{step:08d}":
+                books.save(step)
     finally:
-        if metrics is not None:
-            metrics.close()
-    return TrainResult(run_dir, step, last_loss, img_s, last_ckpt)
+        books.close()
+    return TrainResult(run_dir, step, books.last_loss, books.img_s, books.last_ckpt)
 
 
 def _load_state(run_dir: Path, raw, ema, target_ema, optimizer) -> tuple[int, float]:

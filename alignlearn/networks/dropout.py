@@ -70,7 +70,7 @@ def keep_mask(shape: torch.Size, p: float, seed: torch.Tensor, site: int) -> tor
     key = mix32(seed.to(torch.int32) ^ _signed32(site * _SITE_STEP))  # seeds are below 2**31 (draw_step_seed)
     index = _positions(shape.numel(), seed.device)
     if len(shape) == 4:  # positions numbered (n, h, w, c): a stored mask is channels-last like the activations; one
-        n, c, h, w = shape  # in NCHW order turned the compiled backward's gradients to NCHW (emulated, RESULTS.md)
+        n, c, h, w = shape  # in NCHW order turned the compiled backward's gradients to NCHW (emulated; docs/performance.md)
         index = index.view(n, h, w, c).permute(0, 3, 1, 2)
     else:
         index = index.view(shape)

@@ -93,7 +93,7 @@ GROUP_NORMS = ("native", "per-channel")  # --group-norm also takes "auto"
 
 def resolve_group_norm(group_norm: str, cuda_graphs: bool) -> str:
     """"auto": per-channel statistics under --cuda-graphs, where they were measured faster (1.16x the native
-    GroupNorm's img/s for the mnist preset on an H100, RESULTS.md session 14), else native (no gain measured
+    GroupNorm's img/s for the mnist preset on an H100, docs/performance.md), else native (no gain measured
     without graphs, where the step is host-bound)."""
     if group_norm != "auto":
         return group_norm

@@ -126,7 +126,7 @@ def test_time_budget_resumes_with_the_time_already_spent(tmp_path, fake_clock):
 def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
     from alignlearn.models import build_model
     from alignlearn.objectives import _replay_rng
-    from alignlearn.trainer import compile_for_training
+    from alignlearn.compile_options import compile_for_training
 
     cfg = tiny_config("ct", steps=10)
     cfg.model.backbone["dropout"] = 0.3
@@ -156,21 +156,21 @@ def test_compiled_online_pass_replays_the_target_pass_dropout_mask():
 
 
 def test_cuda_graphs_compile_with_the_measured_options(monkeypatch):
-    """--cuda-graphs adds exactly the settings RESULTS.md measured (CUDA graphs, forced channels-last
+    """--cuda-graphs adds exactly the settings docs/performance.md measured (CUDA graphs, forced channels-last
     layouts, the recompute thresholds, small reductions kept) on top of the trainer's, and leaves the shared
     dropout mask's fallback_random in place."""
-    import alignlearn.trainer as trainer
+    import alignlearn.compile_options as options
 
     seen = []
     monkeypatch.setattr(torch, "compile", lambda net, options: seen.append(options) or net)
     net = torch.nn.Linear(2, 2)
-    trainer.compile_for_training(net)
-    trainer.compile_for_training(net, cuda_graphs=True)
+    options.compile_for_training(net)
+    options.compile_for_training(net, cuda_graphs=True)
     assert seen == [{"fallback_random": True},
                     {"fallback_random": True, "triton.cudagraphs": True, "force_layout_optimization": True,
                      "realize_reads_threshold": 64, "realize_acc_reads_threshold": 64,
                      "realize_opcount_threshold": 1000, "unroll_reductions_threshold": 1}]
-    assert trainer.INDUCTOR_OPTIONS == {"fallback_random": True}  # module settings untouched
+    assert options.INDUCTOR_OPTIONS == {"fallback_random": True}  # module settings untouched
 
 
 def test_each_step_is_one_cuda_graph_generation(tmp_path, monkeypatch):
