@@ -1,4 +1,4 @@
-"""`alignlearn export | encode | bench`: registered on the core's CLI app."""
+"""`alignlearn export | encode | bench`: plain typer commands that the top-level app registers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from alignlearn.cli import app
 from alignlearn.data import IMAGE_SUFFIXES
 from alignlearn.errors import UserError
 
 
-@app.command()
 def export(
     run: Path = typer.Argument(..., help="A noiser (ct-inversion) run folder."),
     onnx: Path = typer.Option(..., "--onnx", help="Output ONNX file."),
@@ -61,7 +59,6 @@ def collect_inputs(inputs: list[Path]) -> tuple[list[np.ndarray], list[str]]:
     return arrays, names
 
 
-@app.command()
 def encode(
     model: Path = typer.Argument(..., help="An .onnx file, a TensorRT .engine, or a noiser run folder."),
     inputs: List[Path] = typer.Argument(..., help="Image files, folders of images, or .npy arrays (uint8 or [-1, 1] floats)."),
@@ -109,7 +106,6 @@ def encode(
     typer.echo(f"encoded {len(latents)} images with {enc.backend} ({', '.join(enc.providers)}) -> {out}")
 
 
-@app.command()
 def bench(
     noiser: Path = typer.Option(..., "--noiser", help="A noiser run folder, an .onnx file or a TensorRT .engine."),
     batches: str = typer.Option("1,256", help="Batch sizes to time."),
@@ -122,12 +118,12 @@ def bench(
     onnx: bool = typer.Option(True, help="Include the ONNX export and ONNX Runtime (run folders)."),
     repeats: int = typer.Option(20, help="Timed calls per row (median)."),
     peak_tflops: Optional[float] = typer.Option(None, help="The device's measured bf16 matrix peak, for a fraction-of-peak column."),
-    results: Optional[Path] = typer.Option(None, help="Append the rows to this RESULTS.md."),
+    results: Optional[Path] = typer.Option(None, help="Append the rows to this folder of result records (results/)."),
 ):
     """Encoder throughput (img/s) and latency per backend available here."""
     from alignlearn.distributed import resolve_device
 
-    from alignlearn.results import append_row
+    from alignlearn.results import record_row
 
     from .bench import markdown, run_bench, tflops
 
@@ -141,10 +137,10 @@ def bench(
     header = ["date", "device", "backend", "batch", "latency ms (median)", "img/s", "TFLOP/s (of peak)", "I/O", "command"]
     cmd = "`alignlearn " + shlex.join(sys.argv[1:]) + "`"  # the command as typed, to reproduce the row
 
-    def record(r, info):  # each row is printed and lands in RESULTS.md as soon as it is measured
+    def record(r, info):  # each row is printed and lands in the records as soon as it is measured
         typer.echo(f"{r.backend}, batch {r.batch}: {r.latency_ms:.3f} ms, {r.img_per_s:,.0f} img/s", err=True)
         if results is not None:
-            append_row(results, "Encoder backends (alignlearn bench)", header,
+            record_row(results, "encoder_backends", header,
                        [info["date"], info["device"], r.backend, str(r.batch), f"{r.latency_ms:.3f}", f"{r.img_per_s:,.0f}",
                         "{} ({})".format(*tflops(r, info, peak_tflops)), r.io, cmd])
 

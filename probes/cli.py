@@ -1,4 +1,4 @@
-"""`alignlearn probe ...`: registered on the core's CLI app."""
+"""`alignlearn probe ...`: the probe command group, which the top-level app composes in."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from typing import Optional
 
 import typer
 
-from alignlearn.cli import app
 from alignlearn.distributed import resolve_device
 from alignlearn.errors import UserError
 
-probe_app = typer.Typer(no_args_is_help=True, help="Evaluate latents: linear probes, reconstruction, editing.")
-app.add_typer(probe_app, name="probe")
+app = typer.Typer(no_args_is_help=True, help="Evaluate latents: linear probes, reconstruction, editing.")
 
 
-@probe_app.command("recon")
+@app.command("recon")
 def probe_recon(
     noiser: Optional[Path] = typer.Option(None, help="Noiser run (ct-inversion)."),
     cm: Optional[Path] = typer.Option(None, help="Consistency-model run (ct)."),
@@ -45,7 +43,7 @@ def probe_recon(
     typer.echo((out / "report.md").read_text())
 
 
-@probe_app.command("linear")
+@app.command("linear")
 def probe_linear(
     noiser: Path = typer.Option(..., help="Noiser run (ct-inversion)."),
     dm: Optional[Path] = typer.Option(None, help="Diffusion-model run: adds a DDIM-inversion-latent row."),
@@ -65,7 +63,7 @@ def probe_linear(
     typer.echo((out / "linear.md").read_text())
 
 
-@probe_app.command("edit")
+@app.command("edit")
 def probe_edit(
     noiser: Path = typer.Option(..., help="Class-conditional noiser run."),
     decoder: Path = typer.Option(..., help="Class-conditional consistency (ct) or diffusion (edm) run."),
@@ -95,19 +93,3 @@ def probe_edit(
              per_class=per_class, dm_steps=dm_steps, judge_epochs=judge_epochs, out_dir=out, device=str(resolve_device(device)),
              refine=refine, refine_lr=refine_lr, cm_mid=mid)
     typer.echo((out / "edit.md").read_text())
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("demo"), help="Report folder: report.md, grids, training_loss.png, runs/."),
-    steps: int = typer.Option(1500, help="Training steps of each of the three models."),
-    batch_size: int = typer.Option(128, help="Training batch size."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
-    seed: int = typer.Option(0, help="Seed of the three trainings and of the editing probes' re-noising draws."),
-):
-    """Train, export and probe on the embedded digits: the whole toolkit in one command (CPU, ~10 minutes)."""
-    from .demo import run_demo
-
-    if steps < 1:
-        raise UserError("--steps must be at least 1")
-    run_demo(out, steps=steps, batch_size=batch_size, force=force, seed=seed, log=typer.echo)

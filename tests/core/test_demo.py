@@ -1,7 +1,7 @@
 import json
 
 from alignlearn.errors import UserError
-from alignlearn.probes.demo import run_demo
+from alignlearn.demo import run_demo
 
 import pytest
 

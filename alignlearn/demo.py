@@ -12,11 +12,11 @@ import shutil
 import time
 from pathlib import Path
 
-from alignlearn.config import TrainConfig, make_run_config
-from alignlearn.data import load_data
-from alignlearn.errors import UserError
-from alignlearn.objectives import ObjectiveConfig
-from alignlearn.trainer import read_metrics, train
+from .config import TrainConfig, make_run_config
+from .data import load_data
+from .errors import UserError
+from .objectives import ObjectiveConfig
+from .trainer import read_metrics, train
 
 ROLES = (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm"))
 
@@ -68,25 +68,25 @@ def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 1
     plot_losses(runs, out / "training_loss.png")
 
     log(f"[4/{stages}] exporting the noiser to ONNX and checking it against PyTorch")
-    from alignlearn.export.build import export_run
-    from alignlearn.export.onnx_export import parity_table
+    from .export.build import export_run
+    from .export.onnx_export import parity_table
 
     exported = export_run(runs["noiser"], out / "noiser.onnx", log=lambda s: None)
 
     log(f"[5/{stages}] reconstruction probe (CT_Inv / DDIM_Inv x CM / DM)")
-    from .recon import run_recon
+    from .probes.recon import run_recon
 
     run_recon(runs["noiser"], runs["cm"], runs["dm"], ddim_steps=30, dm_steps=30, refine=20, refine_lr=1.0,
               num_images=64 if quick else 256, out_dir=out / "recon", timing_repeats=2 if quick else 5)
 
     log(f"[6/{stages}] linear probes")
-    from .linear import run_linear
+    from .probes.linear import run_linear
 
     run_linear(runs["noiser"], runs["dm"], seeds=2 if quick else 3, max_images=600 if quick else 5000,
                ddim_steps=10 if quick else 30, out_dir=out / "linear")
 
     log(f"[7/{stages}] class-guided editing")
-    from .edit import run_edit
+    from .probes.edit import run_edit
 
     run_edit(runs["noiser"], runs["cm"], guidance=[1.0], per_class=1 if quick else 2, judge_epochs=2 if quick else 15,
              out_dir=out / "edit_cm", seed=seed)
