@@ -1,8 +1,8 @@
 """What reduced precision buys ONNX Runtime's CPU provider for a noiser, and what it costs the latents.
 
-    python benchmarks/cpu_precision.py --noiser RUN --batch 64 --results RESULTS.md
+    python benchmarks/cpu_precision.py --noiser RUN --batch 64 --results results
 
-One process, side by side at one batch size: PyTorch eager fp32 (issue 4's baseline), PyTorch eager
+One process, side by side at one batch size: PyTorch eager fp32 (the baseline), PyTorch eager
 with bf16 autocast (oneDNN's AMX / AVX-512 bf16 path, where the CPU has one), and ONNX Runtime on
 the fp32 export, the fp16 export (GroupNorms kept in fp32) and an int8 export (static QDQ
 quantisation of convolutions and matrix products, calibrated on the run's training images).
@@ -32,7 +32,7 @@ from alignlearn.models import load_model
 from alignlearn.probes.loading import load_role
 from alignlearn.probes.metrics import psnr
 from alignlearn.probes.recon import decoders
-from alignlearn.results import append_row
+from alignlearn.results import record_row
 from alignlearn.timing import device_name, median_seconds
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calibration-images", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5, help="timed calls per round (median)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median of the rounds' medians)")
-    p.add_argument("--results", type=Path, default=None, help="append the rows to this RESULTS.md")
+    p.add_argument("--results", type=Path, default=None, help="append the rows to this folder of result records (results/)")
     a = p.parse_args(argv)
 
     noiser, cfg = load_model(a.noiser)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                  decoded.get("CM", "n/a"), decoded.get("DM", "n/a"), cmd]
         print("| " + " | ".join(cells[2:-1]) + " |")
         if a.results is not None:
-            append_row(a.results, "CPU precision for the encoder (benchmarks/cpu_precision.py)", header, cells)
+            record_row(a.results, "cpu_precision", header, cells)
 
 
 if __name__ == "__main__":

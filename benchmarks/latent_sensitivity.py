@@ -7,7 +7,7 @@ PF-ODE) gets isotropic noise of relative size r, z + r ||z|| / sqrt(D) n with n 
 decoded with the CM (1 step) and the DM (--dm-steps Euler); r = 1 is noise as large as the latent
 itself. The Prior row (fresh N(0, T^2 I) latents, the image's label) is the floor. A decoder that
 barely loses PSNR as r grows reads little of the latent beyond its coarsest content, and then
-reconstruction PSNR says little about how exact an encoder is (session 4 saw int8 latents 70% off,
+reconstruction PSNR says little about how exact an encoder is (int8 latents 70% off,
 cosine 0.81, decode as well as fp32 ones).
 """
 
@@ -22,7 +22,7 @@ import torch
 from alignlearn.probes.loading import check_compatible, evaluation_split, load_role
 from alignlearn.probes.metrics import psnr, ssim
 from alignlearn.probes.recon import batched, decoders, encoders, evenly_spaced, prior
-from alignlearn.results import append_row
+from alignlearn.results import record_row
 from alignlearn.timing import device_name
 
 
@@ -41,7 +41,7 @@ def main(argv=None):
     p.add_argument("--num-images", type=int, default=256)
     p.add_argument("--dm-steps", type=int, default=30)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     a = p.parse_args(argv)
 
     nz, cm, dm = (load_role(path, role, kind, a.device) for path, role, kind in
@@ -64,8 +64,9 @@ def main(argv=None):
             for d in ("CM", "DM"):
                 recon = batched(dec[d].fn, lat, labels, 64)
                 cells += [f"{psnr(recon, x0):.2f} / {ssim(recon, x0):.4f}"]
-            print(append_row(a.results, "Latent sensitivity of the decoders (PSNR / SSIM after decoding perturbed latents)",
-                             ["date", "device", "data (held-out images)", "latent", "CM 1 step", f"DM {a.dm_steps} Euler", "command"],
+            print(record_row(a.results, "latent_sensitivity",
+                             ["date", "device", "data (held-out images)", "latent", "CM 1 step, PSNR / SSIM [-1, 1]",
+                              f"DM {a.dm_steps} Euler, PSNR / SSIM [-1, 1]", "command"],
                              cells + [f"`{cmd}`"]), flush=True)
 
 

@@ -4,7 +4,7 @@
 
 Trains one noiser per variant (same data, preset, steps, seed), then reports its
 latents' std / T (1 is the target: x_T ~ N(x0, T^2 I)) and the CT_Inv+CM
-reconstruction with a fixed consistency model, and appends rows to RESULTS.md.
+reconstruction with a fixed consistency model, and appends records to results/.
 With --dm (a diffusion model on the same data), also how close the latents are to
 that model's own PF-ODE inversion (DDIM, 30 Euler steps): relative L2 and cosine,
 which a decoded PSNR barely shows (RESULTS.md, latent sensitivity).
@@ -33,7 +33,7 @@ from alignlearn.probes.classifier import train_judge
 from alignlearn.probes.edit import run_edit
 from alignlearn.probes.linear import run_linear
 from alignlearn.probes.recon import run_recon
-from alignlearn.results import append_row
+from alignlearn.results import record_row
 from alignlearn.trainer import train
 
 PROBES = ("edit", "edit-dm", "linear")
@@ -66,7 +66,7 @@ def main(argv=None):
     p.add_argument("--judge-epochs", type=int, default=10, help="the edit probe's judging classifier")
     p.add_argument("--per-class", type=int, default=4, help="the edit probe's held-out sources per class")
     p.add_argument("--keep", default=None, help="keep the trained noisers in this folder (VARIANT-seedS), for later probes")
-    p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     a = p.parse_args(argv)
     probes = [x for x in a.probes.split(",") if x]
     if set(probes) - set(PROBES):
@@ -102,20 +102,19 @@ def main(argv=None):
             row = rep["pairings"][0]
             stats = rep["latents"]["CT_Inv"]
             cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}" + (f", seed {a.seed}" if a.seed else ""), text,
-                     f"{stats['std_over_T']:.4f}", f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
-            header = ["date", "device", "data", "training", "variant", "latent std / T", "PSNR", "SSIM"]
-            section = "Noiser recipes on images (CT_Inv+CM with a fixed CM)"
+                     f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
+            header = ["date", "device", "data", "training", "variant", "PSNR", "SSIM [-1, 1]"]
+            section = "noiser_recipes"
             if a.dm:
                 ode = rep["against_ddim"]["CT_Inv"]
                 cells += [f"{ode['relative_l2']:.4f}", f"{ode['cosine']:.4f}"]
                 header += ["relative L2 to DDIM_Inv", "cosine to DDIM_Inv"]
-                section = "Noiser recipes on images, against a fixed DM's PF-ODE inversion"
             if probes:
                 extra_cells, extra_header = probe_cells(run, a, probes, Path(tmp) / "probe", judge)
                 cells += extra_cells
                 header += extra_header
-                section = f"Noiser recipes on images: latents against their uses ({', '.join(probes)})"
-            print(append_row(a.results, section, header + ["command"], cells + [f"`{cmd}`"]), flush=True)
+                section = "noiser_recipes_uses"
+            print(record_row(a.results, section, header + ["command"], cells + [f"`{cmd}`"]), flush=True)
 
 
 def run_name(variant: str, seed: int) -> str:

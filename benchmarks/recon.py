@@ -1,5 +1,5 @@
 """Train the noiser, the CT denoiser and the EDM denoiser on a time budget, run the reconstruction probe,
-and append the four-pairing table to RESULTS.md.
+and append the four-pairing table to results/ (the records behind RESULTS.md).
 
     python benchmarks/recon.py --data digits --preset tiny --budget-s 120                         # CPU smoke, minutes
     python benchmarks/recon.py --data mnist-5k --preset mnist --budget-s 210 --batch-size 512 --compile --out $OUT/mnist
@@ -25,14 +25,9 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
 from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.recon import run_recon
-from alignlearn.results import append_row
+from alignlearn.results import record_row
 from alignlearn.trainer import read_metrics, steady_img_per_s, train
 from noiser_recipes import parse_variant  # benchmarks/ is on sys.path when this script runs
-
-REPORT_REFERENCE = {  # the report's figures (CIFAR-10 / MNIST), for the table's last column
-    "CT_Inv+CM": "CIFAR-10 18.07 / 0.7911; MNIST (CT_Inv+CT) 21.67 / 0.9270",
-    "DDIM_Inv+DM": "CIFAR-10 22.98 / 0.8298",
-}
 
 
 def make_cfg(objective, data, a, recipe=None):
@@ -58,7 +53,7 @@ def main(argv=None):
     p.add_argument("--refine", type=int, default=20)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--out", default="bench_recon")
-    p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     a = p.parse_args(argv)
     from alignlearn.distributed import resolve_device
 
@@ -84,27 +79,22 @@ def main(argv=None):
         f"{r} {b['steps']} steps ({b['seconds']:.0f} s wall incl. setup and compile)" for r, b in budget.items())
     if a.noiser_recipe != "default":
         spent += f"; noiser recipe {a.noiser_recipe}"
-    header = ["date", "device", "data (held-out images)", "preset", "training per model", "pairing", "NFE", "PSNR", "SSIM", "LPIPS",
-              "s / batch", "report (PSNR / SSIM)", "command"]
+    header = ["date", "device", "data (held-out images)", "setting", "preset", "training per model", "pairing", "NFE", "PSNR",
+              "SSIM [-1, 1]", "LPIPS", "s / batch", "command"]
+    setting = "class-conditional (true label at encode and decode)" if a.class_cond else "unconditional"
     for r in report["pairings"]:
         lp = f"{r['lpips']:.4f}" if r["lpips"] is not None else "unavailable"
-        append_row(a.results, "Reconstruction (alignlearn probe recon)", header, [
-            str(dt.date.today()), report["device"], f"{a.data} ({report['num_images']})", a.preset, spent, r["pairing"],
-            f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", lp,
-            f"{r['total_s_per_batch']:.4f} (batch {report['batch_size']})", REPORT_REFERENCE.get(r["pairing"], ""),
-            f"`{cmd}`"])
+        record_row(a.results, "reconstruction", header, [
+            str(dt.date.today()), report["device"], f"{a.data} ({report['num_images']})", setting, a.preset, spent,
+            r["pairing"], f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", lp,
+            f"{r['total_s_per_batch']:.4f} (batch {report['batch_size']})", f"`{cmd}`"])
     rows = {r["pairing"]: r for r in report["pairings"]}
     if "CT_Inv+CM" in rows and "DDIM_Inv+DM" in rows:
         speed = rows["DDIM_Inv+DM"]["encode_s_per_batch"] / rows["CT_Inv+CM"]["encode_s_per_batch"]
         trip = rows["DDIM_Inv+DM"]["total_s_per_batch"] / rows["CT_Inv+CM"]["total_s_per_batch"]
-        append_row(a.results, "Speed: 1-NFE CT-Inversion against 30-step DDIM inversion (same run)",
+        record_row(a.results, "speed_ratio",
                    ["date", "device", "data", "preset", "encode speed-up (CT_Inv vs DDIM_Inv 30)", "round-trip speed-up (CT_Inv+CM vs DDIM_Inv+DM 30+30)", "command"],
                    [str(dt.date.today()), report["device"], a.data, a.preset, f"{speed:.1f}x", f"{trip:.1f}x", f"`{cmd}`"])
-    for name, s in report["latents"].items():
-        append_row(a.results, "Latent statistics (x_T should be ~ N(x0, T^2 I))",
-                   ["date", "device", "data", "encoder", "mean", "std / T", "(latent - x0) std / T", "normality p", "command"],
-                   [str(dt.date.today()), report["device"], a.data, name, f"{s['mean']:.3f}", f"{s['std_over_T']:.4f}",
-                    f"{s['noise_std_over_T']:.4f}", f"{s['normaltest_p']:.3g}", f"`{cmd}`"])
     print((out / "probe" / "report.md").read_text())
 
 

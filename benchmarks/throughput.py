@@ -5,7 +5,7 @@
 
 Runs `alignlearn train` in-process for --steps, takes the median img/s of the
 logging intervals after the first (warm-up, compilation), counts one training
-step's FLOPs with torch.utils.flop_counter, and appends a row to RESULTS.md.
+step's FLOPs with torch.utils.flop_counter, and appends a record to results/.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
 from alignlearn.models import build_model
 from alignlearn.objectives import ObjectiveConfig, build_objective
-from alignlearn.results import append_row
+from alignlearn.results import record_row
 from alignlearn.timing import device_name
 from alignlearn.networks.dropout import DROPOUT_RNGS
 from alignlearn.networks.norm import resolve_group_norm
-from alignlearn.trainer import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS, read_metrics, steady_img_per_s, train
+from alignlearn.compile_options import CUDA_GRAPH_OPTIONS, INDUCTOR_OPTIONS
+from alignlearn.trainer import read_metrics, steady_img_per_s, train
 
 
 def step_flops(cfg, shape, device) -> int:
@@ -35,7 +36,7 @@ def step_flops(cfg, shape, device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(cfg.model).to(device)
-    obj = build_objective(cfg.objective, cfg.train.steps, int(torch.tensor(shape).prod()))
+    obj = build_objective(cfg.objective, cfg.train.steps, int(torch.tensor(shape).prod()), noise=cfg.model)
     x0 = torch.rand(cfg.train.batch_size, *shape, device=device) * 2 - 1
     labels = torch.zeros(cfg.train.batch_size, dtype=torch.long, device=device) if cfg.train.class_cond else None
     with FlopCounterMode(display=False) as fc:
@@ -121,7 +122,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_args(p, steps=300, log_every=25)
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for the fraction column")
-    p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     p.add_argument("--json", default=None, help="also write img/s, TFLOP/s and FLOPs per step to this file")
     p.add_argument("--command", default=None, help="the command line to record (default: this one)")
     a = p.parse_args(argv)
@@ -145,7 +146,7 @@ def main(argv=None):
     cells = [str(dt.date.today()), device_name(dev), a.objective, a.data, f"{a.preset} ({params / 1e6:.2f}M)",
              str(a.batch_size), variant(a, dev),
              f"{img_s:,.0f}", f"{tflops:.3g}", frac, f"`{cmd}`"]
-    print(append_row(a.results, "Training throughput", header, cells))
+    print(record_row(a.results, "training_throughput", header, cells))
     if a.json:
         Path(a.json).write_text(json.dumps({"img_per_s": img_s, "tflops": tflops, "step_flops": flops, "batch_size": a.batch_size,
                                             "compile": a.compile, "device": device_name(dev), "variant": variant(a, dev),

@@ -7,7 +7,7 @@
 Trains small MLP noisers with the `ct-inversion` objective through the same
 trainer as images, compares f(x_eps, eps) with the exact x_T (fine Heun
 integration of the analytic PF-ODE) on held-out points, shows DDIM inversion
-with the exact denoiser beside it, appends rows to RESULTS.md and saves a plot
+with the exact denoiser beside it, appends records to results/ and saves a plot
 (t against x_t, coloured by the predicted x_T / T) as toy_inversion.png.
 """
 
@@ -26,7 +26,7 @@ from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import ImageData
 from alignlearn.models import load_model
 from alignlearn.objectives import ObjectiveConfig
-from alignlearn.results import append_row
+from alignlearn.results import record_row
 from alignlearn.samplers import ddim_invert, encode, ode_sample
 from alignlearn.schedule import karras_sigmas
 from alignlearn.toy import GaussianMixture1D
@@ -107,7 +107,7 @@ def main(argv=None):
     p.add_argument("--seeds", default="0")
     p.add_argument("--ablation", action="store_true", help="also train the other recipes")
     p.add_argument("--recipes", type=lambda s: s.split("|"), default=None, help="recipe names joined by |")
-    p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     p.add_argument("--plot", default="benchmarks/figures/toy_inversion.png")
     a = p.parse_args(argv)
     x_eps, exact = held_out()
@@ -115,9 +115,9 @@ def main(argv=None):
             for n in (10, 30, 100)}
     print("DDIM inversion with the exact denoiser, median |err| / T:", {k: round(v, 4) for k, v in ddim.items()})
     cmd = "python benchmarks/toy_inversion.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    header = ["date", "machine", "encoder", "NFE", "seed", "median abs(f - x_T) / T", "90th pct", "train s", "command"]
+    header = ["date", "device", "encoder", "NFE", "seed", "median abs(f - x_T) / T", "90th pct", "train s", "command"]
     for n, e in ddim.items() if a.recipes is None else ():
-        append_row(a.results, "1-D mixture: 1-NFE encoding against the exact PF-ODE endpoint", header,
+        record_row(a.results, "toy_1d", header,
                    [str(dt.date.today()), "CPU (2 cores)", "DDIM inversion, exact denoiser", str(n), "-", f"{e:.4f}", "", "", f"`{cmd}`"])
     recipes = RECIPES if a.ablation else {k: v for k, v in RECIPES.items() if k in (a.recipes or [next(iter(RECIPES))])}
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +128,7 @@ def main(argv=None):
                 label = name if name.startswith("cd-") else f"CT-Inversion, {name}"
                 row = [str(dt.date.today()), "CPU (2 cores)", label, "1", str(seed),
                        f"{err.median():.4f}", f"{err.quantile(0.9):.4f}", f"{secs:.0f}", f"`{cmd}`"]
-                print(append_row(a.results, "1-D mixture: 1-NFE encoding against the exact PF-ODE endpoint", header, row))
+                print(record_row(a.results, "toy_1d", header, row))
                 if name == next(iter(RECIPES)) and seed == int(a.seeds.split(",")[0]):
                     figure(noiser, Path(a.plot))
 

@@ -1,12 +1,45 @@
-from alignlearn.results import append_row
+"""Result records (results/*.jsonl) and the RESULTS.md tables generated from them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alignlearn.results import append_record, read_records, record_row
+
+from .helpers import load_benchmark
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_rows_land_under_their_section_and_pipes_are_escaped(tmp_path):
-    path = tmp_path / "RESULTS.md"
-    append_row(path, "Speed", ["a", "command"], ["1", "`x --recipes r1|r2`"])
-    append_row(path, "Other", ["b"], ["2"])
-    append_row(path, "Speed", ["a", "command"], ["3", "`y`"])
-    lines = path.read_text().splitlines()
-    speed = lines.index("## Speed")
-    assert lines[speed + 2 : speed + 6] == ["| a | command |", "|---|---|", "| 1 | `x --recipes r1\\|r2` |", "| 3 | `y` |"]
-    assert lines.index("## Other") > speed + 5
+def test_a_record_carries_date_commit_and_command(tmp_path):
+    record = json.loads(record_row(tmp_path, "speed", ["device", "img/s", "command"], ["CPU", "12", "`x --a r1|r2`"]))
+    assert record["date"][:2] == "20" and record["commit"] and record["command"] == "`x --a r1|r2`"
+    assert read_records(tmp_path, "speed") == [record]
+    with pytest.raises(ValueError, match="command"):
+        append_record(tmp_path, "speed", {"device": "CPU"})
+
+
+def test_tables_are_rendered_from_the_records_with_pipes_escaped(tmp_path):
+    page_module = load_benchmark("results_page")
+    append_record(tmp_path, "speed", {"date": "2026-01-02", "device": "CPU", "img/s": "12", "commit": "abc", "command": "`x | y`"})
+    append_record(tmp_path, "speed", {"date": "2026-01-03", "device": "GPU", "batch": "8", "img/s": "99", "commit": "def",
+                                      "command": "`z`"})
+    page = "# R\n\ntext\n<!-- table speed -->\nstale\n<!-- end -->\nmore text\n"
+    fresh, commands = page_module.render(page, tmp_path)
+    assert fresh.split("\n")[3:9] == [
+        "<!-- table speed -->",
+        "| date | device | img/s | batch | commit | command |",
+        "|---|---|---|---|---|---|",
+        "| 2026-01-02 | CPU | 12 |  | abc | [1](results/commands.md#cmd-1) |",
+        "| 2026-01-03 | GPU | 99 | 8 | def | [2](results/commands.md#cmd-2) |",
+        "<!-- end -->"]
+    assert '1. <a id="cmd-1"></a>`x | y`' in commands and '2. <a id="cmd-2"></a>`z`' in commands
+    assert page_module.render(fresh, tmp_path) == (fresh, commands)  # rendering is idempotent
+
+
+def test_the_results_page_matches_its_records():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/results_page.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -40,12 +40,12 @@ def test_bench_cli_records_the_typed_command_and_rejects_unknown_compile_modes(n
     import subprocess
     import sys
 
-    res = tmp_path / "RESULTS.md"
+    res = tmp_path / "results"
     cmd = [sys.executable, "-m", "alignlearn", "bench", "--noiser", str(noiser_runs["uncond"]), "--batches", "2", "--device", "cpu",
            "--no-compile", "--no-onnx", "--repeats", "2", "--results", str(res)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert f"--batches 2 --device cpu --no-compile --no-onnx --repeats 2 --results {res}`" in res.read_text()
+    assert f"--batches 2 --device cpu --no-compile --no-onnx --repeats 2 --results {res}`" in (res / "encoder_backends.jsonl").read_text()
     bad = subprocess.run(cmd[:-2] + ["--compile-mode", "fastest"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "unknown --compile-mode 'fastest'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
