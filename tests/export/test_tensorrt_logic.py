@@ -27,11 +27,12 @@ def test_batch_profile_parsing_and_shapes():
 
 
 def test_precision_plans_for_tensorrt_10_and_11():
-    assert precision_plan("fp16", 10) == precision_plan("fp16", 10)
+    # TensorRT 10 lowers an fp32 graph by builder flag; 11 only builds strongly typed graphs of the asked precision
     p10 = precision_plan("fp16", 10)
     assert p10.onnx_precision == "fp32" and p10.builder_flags == ("FP16",) and not p10.strongly_typed
     assert precision_plan("bf16", 10).builder_flags == ("BF16",)
     assert precision_plan("fp32", 10).builder_flags == ()
+    assert precision_plan("fp16", 11) != p10 and precision_plan("fp16", 11).onnx_precision == "fp16"
     p11 = precision_plan("bf16", 11)
     assert p11.onnx_precision == "bf16" and p11.strongly_typed and p11.builder_flags == ()
     assert precision_plan("fp32", 11).onnx_precision == "fp32"

@@ -6,7 +6,7 @@ from sklearn.preprocessing import StandardScaler
 
 from alignlearn.errors import UserError
 from alignlearn.probes.features import NoiserFeatures
-from alignlearn.probes.linear import run_linear
+from alignlearn.probes.linear import probe_accuracy, run_linear
 
 from ..core.helpers import digits
 
@@ -23,9 +23,32 @@ def test_linear_probe_table(runs, tmp_path):
     assert "| raw pixels | 256 |" in md and (tmp_path / "linear.json").exists()
 
 
-def test_conditional_noiser_probes_with_the_null_label(runs, tmp_path):
+def test_probe_accuracy_known_answers():
+    """Features that encode the class linearly are read perfectly; features independent of it at chance."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 100)
+    separable = np.eye(4)[y] * 5 + rng.normal(size=(400, 4)) * 0.1
+    assert probe_accuracy(separable, y, seeds=3) == [1.0, 1.0, 1.0]
+    noise = rng.normal(size=(400, 4))
+    assert abs(np.mean(probe_accuracy(noise, y, seeds=3)) - 0.25) < 0.1
+
+
+def test_conditional_noiser_probes_with_the_null_label(runs, tmp_path, monkeypatch):
+    """Every label the conditional noiser is given is the null label: no feature sees the class it is probed for."""
+    import alignlearn.probes.linear as linear
+
+    seen = []
+    real = linear.noiser_features
+
+    def spy(model, images, labels, *args, **kwargs):
+        seen.append(labels)
+        return real(model, images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(linear, "noiser_features", spy)
     report = run_linear(runs["noiser"], seeds=1, max_images=300, out_dir=tmp_path)
-    assert len(report["rows"]) == 4
+    assert len(report["rows"]) == 4 and len(seen) == 3  # latent, features, random-init features
+    null = 10  # digits has 10 classes; the null label is the next index
+    assert seen and all(lab is not None and bool((lab == null).all()) for lab in seen)
 
 
 def test_features_transformer_in_a_pipeline(runs):

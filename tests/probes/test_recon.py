@@ -35,6 +35,10 @@ def test_recon_cli_end_to_end(runs, tmp_path):
     assert abs(report["against_ddim"]["Prior"]["cosine"]) < 0.05 and report["against_ddim"]["Prior"]["relative_l2"] > 1
     for r in report["pairings"]:
         assert r["psnr"] > 0 and -1 <= r["ssim"] <= 1 and r["total_s_per_batch"] > 0
+    # DDIM inversion and DM decoding with the same steps nearly invert each other, whatever the training:
+    # the diffusion decoder must read that latent far better than a fresh one
+    psnr = {r["pairing"]: r["psnr"] for r in report["pairings"]}
+    assert psnr["DDIM_Inv+DM"] > psnr["Prior+DM"] + 3
     assert report["lpips"].startswith(("available", "unavailable"))
     assert set(report["latents"]) >= {"CT_Inv", "DDIM_Inv"}
     assert (out / "recon_grid.png").stat().st_size > 1000
