@@ -1,7 +1,7 @@
 """`alignlearn demo`: the whole toolkit on the embedded digits, in one command.
 
 Trains a class-conditional noiser, a CT denoiser and an EDM denoiser, exports the
-noiser to ONNX (with its parity check), runs the reconstruction, linear and
+noiser to ONNX (with its parity check), runs the fidelity, reconstruction, linear and
 editing probes, and writes report.md with the grids and a training-loss plot.
 """
 
@@ -50,7 +50,7 @@ def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 1
     out.mkdir(parents=True)
     t_start = time.time()
     data = load_data("digits")
-    stages = 7
+    stages = 8
     summaries, runs = {}, {}
     for i, (role, objective) in enumerate(ROLES, 1):
         log(f"[{i}/{stages}] training the {role} ({objective}, {steps} steps, preset {preset})")
@@ -73,19 +73,25 @@ def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 1
 
     exported = export_run(runs["noiser"], out / "noiser.onnx", log=lambda s: None)
 
-    log(f"[5/{stages}] reconstruction probe (CT_Inv / DDIM_Inv x CM / DM)")
+    log(f"[5/{stages}] fidelity probe (latents against the diffusion model's many-step PF-ODE inversion)")
+    from .probes.fidelity import run_fidelity
+
+    run_fidelity(runs["noiser"], runs["dm"], num_images=32 if quick else 128, ref_steps=200 if quick else 256,
+                 out_dir=out / "fidelity")
+
+    log(f"[6/{stages}] reconstruction probe (CT_Inv / DDIM_Inv x CM / DM)")
     from .probes.recon import run_recon
 
     run_recon(runs["noiser"], runs["cm"], runs["dm"], ddim_steps=30, dm_steps=30, refine=20, refine_lr=1.0,
               num_images=64 if quick else 256, out_dir=out / "recon", timing_repeats=2 if quick else 5)
 
-    log(f"[6/{stages}] linear probes")
+    log(f"[7/{stages}] linear probes")
     from .probes.linear import run_linear
 
     run_linear(runs["noiser"], runs["dm"], seeds=2 if quick else 3, max_images=600 if quick else 5000,
                ddim_steps=10 if quick else 30, out_dir=out / "linear")
 
-    log(f"[7/{stages}] class-guided editing")
+    log(f"[8/{stages}] class-guided editing")
     from .probes.edit import run_edit
 
     run_edit(runs["noiser"], runs["cm"], guidance=[1.0], per_class=1 if quick else 2, judge_epochs=2 if quick else 15,
@@ -110,7 +116,8 @@ def _report(summaries, exported, parity_table, out: Path, elapsed: float, seed: 
     lines += ["", "![training loss](training_loss.png)", "",
               "## Export", "", f"`{exported.onnx.name}`: ONNX Runtime (CPU) against PyTorch, relative L2 error:", "",
               "```", parity_table(exported.onnx_parity), "```", ""]
-    for title, md, img in (("Reconstruction", out / "recon/report.md", "recon/recon_grid.png"),
+    for title, md, img in (("Fidelity to the PF-ODE endpoint", out / "fidelity/report.md", "fidelity/fidelity_trajectory.png"),
+                           ("Reconstruction", out / "recon/report.md", "recon/recon_grid.png"),
                            ("Linear probes", out / "linear/linear.md", None),
                            ("Editing with the consistency model", out / "edit_cm/edit.md", "edit_cm/edit_grid.png"),
                            ("Editing with the diffusion model", out / "edit_dm/edit.md", "edit_dm/edit_grid.png")):

@@ -10,7 +10,29 @@ import typer
 from alignlearn.distributed import resolve_device
 from alignlearn.errors import UserError
 
-app = typer.Typer(no_args_is_help=True, help="Evaluate latents: linear probes, reconstruction, editing.")
+app = typer.Typer(no_args_is_help=True, help="Evaluate latents: fidelity to the PF-ODE, reconstruction, linear probes, editing.")
+
+
+@app.command("fidelity")
+def probe_fidelity(
+    noiser: Path = typer.Option(..., help="Noiser run (ct-inversion or cd-inversion)."),
+    dm: Optional[Path] = typer.Option(None, help="Diffusion-model run (edm): the many-step reference where no exact one exists, and DDIM_Inv rows."),
+    data: Optional[str] = typer.Option(None, help="Data set  [default: the noiser's own]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live."),
+    num_images: int = typer.Option(256, help="Held-out images, evenly spaced over the split."),
+    ref_steps: int = typer.Option(256, help="Steps of the reference solver (Heun through --dm, or RK4 of the exact ODE)."),
+    batch_size: int = typer.Option(64, help="Batch size (also the timed batch)."),
+    out: Path = typer.Option(Path("fidelity"), help="Folder for report.json, report.md and fidelity_trajectory.png."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """Fidelity: the noiser's latents against the PF-ODE endpoint (exact where known, else a many-step DM inversion)."""
+    from .fidelity import run_fidelity
+
+    if num_images < 2 or batch_size < 1:
+        raise UserError("--num-images must be at least 2 and --batch-size at least 1")
+    run_fidelity(noiser, dm, data=data, data_dir=str(data_dir) if data_dir else None, num_images=num_images,
+                 ref_steps=ref_steps, batch_size=batch_size, out_dir=out, device=str(resolve_device(device)))
+    typer.echo((out / "report.md").read_text())
 
 
 @app.command("recon")

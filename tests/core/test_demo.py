@@ -1,20 +1,23 @@
 import json
 
-from alignlearn.errors import UserError
-from alignlearn.demo import run_demo
-
 import pytest
 
+from alignlearn.demo import run_demo
+from alignlearn.errors import UserError
 
+
+@pytest.mark.slow
 def test_demo_quick_writes_a_complete_report(tmp_path):
     report = run_demo(tmp_path / "demo", steps=20, quick=True, seed=3, log=lambda s: None)
     text = report.read_text()
     assert "seed 3." in text
     for role in ("noiser", "cm", "dm"):
         assert json.loads((tmp_path / "demo/runs" / role / "config.json").read_text())["train"]["seed"] == 3
-    for section in ("## Training", "## Export", "## Reconstruction", "## Linear probes", "## Editing with the consistency model"):
+    for section in ("## Training", "## Export", "## Fidelity to the PF-ODE endpoint", "## Reconstruction", "## Linear probes",
+                    "## Editing with the consistency model"):
         assert section in text
-    for png in ("training_loss.png", "recon/recon_grid.png", "edit_cm/edit_grid.png", "edit_dm/edit_grid.png"):
+    assert "| CT_Inv | 1 |" in text and "noise floor" in text
+    for png in ("training_loss.png", "fidelity/fidelity_trajectory.png", "recon/recon_grid.png", "edit_cm/edit_grid.png", "edit_dm/edit_grid.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
     assert (tmp_path / "demo/noiser.onnx").exists()
     assert "| CT_Inv+CM | 1 + 1 |" in text and "raw pixels" in text
