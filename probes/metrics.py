@@ -18,16 +18,16 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, reduction: str = "elementwise_mean"):
-    """SSIM with an 11x11 Gaussian window (sigma 1.5), data range 2 for [-1, 1] images.
-
-    Images smaller than the window use the largest odd window that fits.
+    """SSIM of [-1, 1] images computed on [0, 1] (data range 1), the convention of the report and of
+    torchmetrics' users: SSIM's stabilising constants assume that range, and on [-1, 1] it reads higher.
+    11x11 Gaussian window, sigma 1.5; images smaller than the window use the largest odd window that fits.
     """
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     k = min(11, (min(pred.shape[-2:]) - 1) | 1)
     out = structural_similarity_index_measure(
-        pred.float().clamp(-1, 1), target.float(), gaussian_kernel=True, sigma=1.5, kernel_size=k,
-        data_range=2.0, reduction=reduction,
+        (pred.float().clamp(-1, 1) + 1) / 2, (target.float() + 1) / 2, gaussian_kernel=True, sigma=1.5, kernel_size=k,
+        data_range=1.0, reduction=reduction,
     )
     return float(out) if reduction != "none" else out
 
@@ -63,7 +63,8 @@ class LPIPS:
 
 
 def latent_stats(latents: torch.Tensor, T: float, images: torch.Tensor | None = None, max_values: int = 5000) -> dict:
-    """Mean, std/T and a normality test (D'Agostino-Pearson) of latent/T; a decoder expects x_T ~ N(x0, T^2 I).
+    """Mean, std/T and a normality test (D'Agostino-Pearson) of latent/T. Descriptive only: the exact PF-ODE
+    puts no latent energy where clean data never varies, so std/T = 1 is no target for clean images.
 
     With `images`, also the std of (latent - x0)/T, the noise the latent adds to its image.
     """

@@ -196,7 +196,8 @@ def markdown(report: dict) -> str:
     if any(r["pairing"].startswith("Prior+") for r in report["pairings"]):
         lines += ["", "Prior: no encoder, fresh x_T ~ N(0, T^2 I) decoded with the image's label: what a decoder makes of the "
                   "label alone. The gap from Prior to CT_Inv or DDIM_Inv is what the latent carries of the image."]
-    lines += ["", "Latents (a diffusion decoder expects x_T ~ N(x0, T^2 I)):", "",
+    lines += ["", "Latent statistics (descriptive: for clean images the exact PF-ODE endpoint is not N(x0, T^2 I), so "
+              "std / T = 1 is no target; `alignlearn probe fidelity` measures latents against the endpoint):", "",
               "| encoder | mean | std / T | (latent - x0) std / T | normality stat | p |", "|---|---|---|---|---|---|"]
     for name, s in report["latents"].items():
         lines.append(f"| {name} | {s['mean']:.3f} | {s['std_over_T']:.4f} | {s.get('noise_std_over_T', float('nan')):.4f} | "

@@ -49,7 +49,7 @@ def test_encode_with_the_ideal_noiser_is_exact():
     x = x_eps()
     latents = encode(G.noiser, x)
     assert torch.allclose(latents, G.flow(x, EPS, T_MAX), rtol=1e-12, atol=1e-10)
-    # the ideal noiser puts latents on N(mu, (s^2 + T^2)) : std/T close to 1
+    # data that varies in every direction (s > 0): the ideal noiser puts latents on N(mu, s^2 + T^2)
     assert abs(latents.std().item() / math.sqrt(G.s**2 + T_MAX**2) - 1) < 0.05
 
 

@@ -12,7 +12,7 @@ def test_latent_sensitivity_rows_and_the_exact_pair_loses_psnr_to_noise(runs, tm
                 "--num-images", "32", "--dm-steps", "6", "--results", str(results)])
     rows = {r["latent"]: r for r in read_records(results, "latent_sensitivity")}
     assert list(rows) == ["CT_Inv, r = 0", "CT_Inv, r = 1", "DDIM_Inv, r = 0", "DDIM_Inv, r = 1", "Prior"]
-    dm_psnr = {name: float(r["DM 6 Euler, PSNR / SSIM [-1, 1]"].split(" / ")[0]) for name, r in rows.items()}
+    dm_psnr = {name: float(r["DM 6 Euler, PSNR / SSIM"].split(" / ")[0]) for name, r in rows.items()}
     # DDIM inversion and DM decoding with the same steps nearly invert each other: noise as large as the latent must
     # cost (1.9 dB with these 30-step models; 14 dB with the demo's), and no latent at all more still
     assert dm_psnr["DDIM_Inv, r = 0"] > dm_psnr["DDIM_Inv, r = 1"] + 1 > dm_psnr["Prior"] + 1

@@ -39,3 +39,31 @@ def test_latent_agreement_on_known_geometry():
     a, b = torch.zeros(2, 4), torch.zeros(2, 4)
     a[:, 0], b[:, 1] = 3.0, 4.0  # orthogonal: ||a - b|| = 5, ||b|| = 4
     assert latent_agreement(a, b) == {"relative_l2": 1.25, "cosine": 0.0}
+
+
+def reference_ssim(a, b, data_range=1.0, k1=0.01, k2=0.03, size=11, sigma=1.5):
+    """Wang et al. (2004): Gaussian-weighted means, population (co)variances; the map averaged over the whole
+    image with reflection-padded borders, as torchmetrics does (scikit-image averages the interior only)."""
+    import numpy as np
+    from scipy.signal import correlate2d
+
+    r = np.arange(size) - size // 2
+    w = np.exp(-(r**2) / (2 * sigma**2))
+    w = np.outer(w, w) / np.outer(w, w).sum()
+    f = lambda x: correlate2d(np.pad(x, size // 2, mode="reflect"), w, mode="valid")  # noqa: E731
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_a, mu_b = f(a), f(b)
+    va, vb, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
+    return float((((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (va + vb + c2))).mean())
+
+
+def test_ssim_is_the_conventional_one_on_zero_one_images():
+    """Images in [-1, 1] are compared as [0, 1] images with data range 1, as the report and its peers do."""
+    from alignlearn.probes.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 1, 24, 24, generator=g) * 2 - 1
+    pred = (target + 0.3 * torch.randn(1, 1, 24, 24, generator=g)).clamp(-1, 1)
+    expected = reference_ssim(((pred[0, 0] + 1) / 2).double().numpy(), ((target[0, 0] + 1) / 2).double().numpy())
+    assert abs(ssim(pred, target) - expected) < 1e-4
+    assert ssim(target, target) == pytest.approx(1.0, abs=1e-6)
