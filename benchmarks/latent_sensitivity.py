@@ -65,8 +65,8 @@ def main(argv=None):
                 recon = batched(dec[d].fn, lat, labels, 64)
                 cells += [f"{psnr(recon, x0):.2f} / {ssim(recon, x0):.4f}"]
             print(record_row(a.results, "latent_sensitivity",
-                             ["date", "device", "data (held-out images)", "latent", "CM 1 step, PSNR / SSIM [-1, 1]",
-                              f"DM {a.dm_steps} Euler, PSNR / SSIM [-1, 1]", "command"],
+                             ["date", "device", "data (held-out images)", "latent", "CM 1 step, PSNR / SSIM",
+                              f"DM {a.dm_steps} Euler, PSNR / SSIM", "command"],
                              cells + [f"`{cmd}`"]), flush=True)
 
 

@@ -2,9 +2,8 @@
 
     python benchmarks/noiser_recipes.py --cm runs/cm --steps 1500 --variants default,target=stopgrad,target_ema=0.5
 
-Trains one noiser per variant (same data, preset, steps, seed), then reports its
-latents' std / T (1 is the target: x_T ~ N(x0, T^2 I)) and the CT_Inv+CM
-reconstruction with a fixed consistency model, and appends records to results/.
+Trains one noiser per variant (same data, preset, steps, seed), then reports the
+CT_Inv+CM reconstruction with a fixed consistency model, and appends records to results/.
 With --dm (a diffusion model on the same data), also how close the latents are to
 that model's own PF-ODE inversion (DDIM, 30 Euler steps): relative L2 and cosine,
 which a decoded PSNR barely shows (RESULTS.md, latent sensitivity).
@@ -103,7 +102,7 @@ def main(argv=None):
             stats = rep["latents"]["CT_Inv"]
             cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}" + (f", seed {a.seed}" if a.seed else ""), text,
                      f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
-            header = ["date", "device", "data", "training", "variant", "PSNR", "SSIM [-1, 1]"]
+            header = ["date", "device", "data", "training", "variant", "PSNR", "SSIM"]
             section = "noiser_recipes"
             if a.dm:
                 ode = rep["against_ddim"]["CT_Inv"]

@@ -32,7 +32,7 @@ from noiser_recipes import parse_variant  # benchmarks/ is on sys.path when this
 
 def make_cfg(objective, data, a, recipe=None):
     tc = TrainConfig(steps=10**6, time_budget_s=a.budget_s, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond,
-                     device=a.device, compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=100)
+                     seed=a.seed, device=a.device, compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=100)
     return make_run_config(ObjectiveConfig(objective, **(recipe or {})), tc, data_name=a.data, shape=data[0].shape,
                            num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir)
 
@@ -46,6 +46,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--class-cond", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="training seed of the three models")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--noiser-recipe", default="default", help="noiser recipe knobs, e.g. 's1=20;target=stopgrad' (see noiser_recipes.py)")
@@ -77,10 +78,11 @@ def main(argv=None):
     cmd = "python benchmarks/recon.py " + " ".join(sys.argv[1:] if argv is None else argv)
     spent = f"{a.budget_s:.0f} s each (--time-budget): " + ", ".join(
         f"{r} {b['steps']} steps ({b['seconds']:.0f} s wall incl. setup and compile)" for r, b in budget.items())
+    spent += f"; seed {a.seed}"
     if a.noiser_recipe != "default":
         spent += f"; noiser recipe {a.noiser_recipe}"
     header = ["date", "device", "data (held-out images)", "setting", "preset", "training per model", "pairing", "NFE", "PSNR",
-              "SSIM [-1, 1]", "LPIPS", "s / batch", "command"]
+              "SSIM", "LPIPS", "s / batch", "command"]
     setting = "class-conditional (true label at encode and decode)" if a.class_cond else "unconditional"
     for r in report["pairings"]:
         lp = f"{r['lpips']:.4f}" if r["lpips"] is not None else "unavailable"
