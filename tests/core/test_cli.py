@@ -113,6 +113,7 @@ def test_help_shows_recipe_defaults():
         assert s in out.stdout
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     proc = subprocess.run(

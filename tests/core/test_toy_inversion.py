@@ -5,6 +5,7 @@ mixture denoiser finely; a small MLP noiser trained by the `ct-inversion`
 objective, through the same trainer as images, must match it.
 """
 
+import pytest
 import torch
 
 from alignlearn.config import TrainConfig, make_run_config
@@ -16,6 +17,7 @@ from alignlearn.schedule import karras_sigmas
 from alignlearn.toy import GaussianMixture1D
 
 
+@pytest.mark.slow
 def test_ct_inversion_learns_the_exact_encoding_map(tmp_path):
     mix = GaussianMixture1D()
     x = mix.sample(20000, generator=torch.Generator().manual_seed(0))
@@ -40,6 +42,7 @@ def test_ct_inversion_learns_the_exact_encoding_map(tmp_path):
     assert ((x_eps - exact).abs() / 80).median().item() > 0.5
 
 
+@pytest.mark.slow
 def test_cd_inversion_with_the_exact_teacher(tmp_path):
     """cd-inversion replaces Algorithm 1's shared z by the teacher's PF-ODE step: lower variance, fewer steps."""
     mix = GaussianMixture1D()

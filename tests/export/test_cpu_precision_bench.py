@@ -1,8 +1,11 @@
+import pytest
+
 from alignlearn.results import read_records
 
 from ..core.helpers import load_benchmark
 
 
+@pytest.mark.slow
 def test_cpu_precision_benchmark_writes_one_row_per_backend(noiser_runs, tmp_path):
     bench = load_benchmark("cpu_precision")
     results = tmp_path / "results"

@@ -10,6 +10,7 @@ two-level sums of export/groupnorm.py 1.05x.
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from alignlearn.export.build import export_run, real_images
 from alignlearn.export.metadata import meta_for
@@ -19,6 +20,7 @@ from alignlearn.models import load_model
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "noiser_mnist5k_tiny"
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_trained_noiser_is_as_exact_as_pytorch(tmp_path):
     result = export_run(FIXTURE, tmp_path / "noiser.onnx", log=lambda s: None)
     assert result.onnx_parity and all(r.ok for r in result.onnx_parity)  # the user-facing check passed

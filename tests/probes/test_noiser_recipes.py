@@ -23,6 +23,7 @@ def test_variants_parse_into_objective_settings():
     assert bench.parse_variant("s1=20;target=stopgrad;lr=0.001") == {"s1": 20, "target": "stopgrad", "lr": 0.001}
 
 
+@pytest.mark.slow
 def test_noiser_recipes_rows_with_the_edit_and_linear_probes(runs, tmp_path):
     bench = load_benchmark("noiser_recipes")
     results, keep = tmp_path / "results", tmp_path / "kept"

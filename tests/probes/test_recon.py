@@ -12,6 +12,7 @@ from alignlearn.trainer import train
 from ..core.helpers import digits
 
 
+@pytest.mark.slow
 def test_recon_cli_end_to_end(runs, tmp_path):
     out = tmp_path / "recon"
     proc = subprocess.run(
