@@ -131,13 +131,14 @@ def demo(
     batch_size: int = typer.Option(TC.batch_size, help="Training batch size."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
     seed: int = typer.Option(TC.seed, help="Seed of the three trainings and of the editing probes' re-noising draws."),
+    lpips_weights: Optional[Path] = typer.Option(None, help="LPIPS alex weights (safetensors)  [default: $ALIGNLEARN_LPIPS_WEIGHTS, else torchvision's]"),
 ):
     """Train, export and probe on the embedded digits: the whole toolkit in one command (CPU, ~10 minutes)."""
     from .demo import run_demo
 
     if steps < 1:
         raise UserError("--steps must be at least 1")
-    run_demo(out, steps=steps, batch_size=batch_size, force=force, seed=seed, log=typer.echo)
+    run_demo(out, steps=steps, batch_size=batch_size, force=force, seed=seed, lpips_weights=lpips_weights, log=typer.echo)
 
 
 for command in (export_cli.export, export_cli.encode, export_cli.bench):

@@ -41,7 +41,7 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
 
 
 def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 128, preset: str = "tiny",
-             force: bool = False, quick: bool = False, seed: int = 0, log=print) -> Path:
+             force: bool = False, quick: bool = False, seed: int = 0, lpips_weights=None, log=print) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} is not empty; pass --force to replace it or choose another --out")
@@ -83,7 +83,8 @@ def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 1
     from .probes.recon import run_recon
 
     run_recon(runs["noiser"], runs["cm"], runs["dm"], ddim_steps=30, dm_steps=30, refine=20, refine_lr=1.0,
-              num_images=64 if quick else 256, out_dir=out / "recon", timing_repeats=2 if quick else 5)
+              num_images=64 if quick else 256, out_dir=out / "recon", timing_repeats=2 if quick else 5,
+              lpips_weights=lpips_weights)
 
     log(f"[7/{stages}] linear probes")
     from .probes.linear import run_linear

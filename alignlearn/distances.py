@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -43,39 +42,12 @@ def make_distance(name: str, dim: int, c: float | None = None) -> Distance:
     raise UserError(f"unknown distance {name!r}; choose from {', '.join(DISTANCES)}")
 
 
-def lpips_weights_unreachable() -> str | None:
-    """Why torchvision cannot provide LPIPS's VGG16 weights now, or None when they are cached or their host
-    resolves. Asked offline, torchvision prints a "Downloading" line before it fails; this asks first."""
-    import socket
-    from urllib.parse import urlparse
-
-    from torchvision.models import VGG16_Weights
-
-    url = urlparse(VGG16_Weights.DEFAULT.url)
-    if (Path(torch.hub.get_dir()) / "checkpoints" / Path(url.path).name).is_file():
-        return None
-    try:
-        socket.getaddrinfo(url.hostname, 443)
-    except OSError as e:
-        return f"VGG16 weights not cached and {url.hostname} unreachable ({e.strerror or e})"
-    return None
-
-
 def _lpips_distance() -> Distance:
-    # LPIPS needs ImageNet backbone weights that torchvision downloads; refuse clearly when absent.
-    reason = lpips_weights_unreachable()
-    if reason:
-        raise UserError(f"LPIPS distance unavailable ({reason}); use pseudo-huber")
+    """LPIPS alex as a training distance; its weights as alignlearn.lpips finds them, else one clear error."""
+    from .lpips import LpipsUnavailable, load_lpips, lpips_per_image
+
     try:
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-        metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", reduction="none")
-    except Exception as e:  # noqa: BLE001 - any failure to get the weights means "unavailable"
-        raise UserError(f"LPIPS distance unavailable (its VGG weights could not be loaded: {type(e).__name__}); use pseudo-huber") from None
-
-    def d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        metric.to(a.device)
-        rgb = (lambda x: x.expand(-1, 3, -1, -1)) if a.shape[1] == 1 else (lambda x: x)
-        return metric.net(rgb(a.float().clamp(-1, 1)), rgb(b.float().clamp(-1, 1))).flatten()
-
-    return d
+        net, _ = load_lpips("alex")
+    except LpipsUnavailable as e:
+        raise UserError(f"LPIPS distance unavailable ({e}); use pseudo-huber") from None
+    return lambda a, b: lpips_per_image(net, a, b)

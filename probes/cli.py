@@ -50,6 +50,7 @@ def probe_recon(
     num_images: int = typer.Option(256, help="Held-out images to reconstruct."),
     batch_size: int = typer.Option(64, help="Batch size (also the timed batch)."),
     out: Path = typer.Option(Path("recon"), help="Folder for recon_grid.png, report.json, report.md."),
+    lpips_weights: Optional[Path] = typer.Option(None, help="LPIPS alex weights (safetensors)  [default: $ALIGNLEARN_LPIPS_WEIGHTS, else torchvision's]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Reconstruction: CT_Inv / DDIM_Inv encoders against CM / DM decoders (report Table 1)."""
@@ -60,7 +61,7 @@ def probe_recon(
     run_recon(
         noiser, cm, dm, data=data, data_dir=str(data_dir) if data_dir else None, ddim_steps=ddim_steps, dm_steps=dm_steps,
         dm_solver=dm_solver, refine=refine, refine_lr=refine_lr, num_images=num_images, batch_size=batch_size,
-        out_dir=out, device=str(resolve_device(device)),
+        out_dir=out, device=str(resolve_device(device)), lpips_weights=lpips_weights,
     )
     typer.echo((out / "report.md").read_text())
 

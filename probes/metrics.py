@@ -1,4 +1,4 @@
-"""Image and latent metrics: PSNR and SSIM (torchmetrics), LPIPS when its weights exist, latent statistics."""
+"""Image and latent metrics: PSNR and SSIM (torchmetrics), LPIPS when its weights are found, latent statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from alignlearn.distances import lpips_weights_unreachable
+from alignlearn.lpips import LpipsUnavailable, load_lpips, lpips_per_image
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -33,33 +33,25 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, reduction: str = "elementwise
 
 
 class LPIPS:
-    """LPIPS (VGG) when torchvision can provide its ImageNet weights; `available` says whether it can."""
+    """LPIPS v0.1 (alex by default) when its weights can be found (alignlearn.lpips); `available` says whether,
+    `source` where they came from, `reason` why not."""
 
-    def __init__(self):
-        import socket
-
-        self.available, self._metric = False, None
-        self.reason = lpips_weights_unreachable() or ""
-        if self.reason:
-            return
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(10)  # torchvision fetches the VGG weights; do not hang without a network
+    def __init__(self, net: str = "alex", weights: str | None = None):
+        self.available, self._net, self.source, self.reason = False, None, "", ""
         try:
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-            self._metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=False)
+            self._net, self.source = load_lpips(net, weights)
             self.available = True
-        except Exception as e:  # noqa: BLE001 - no weights (no network) means unavailable, never faked
-            self.reason = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-        finally:
-            socket.setdefaulttimeout(old)
+        except LpipsUnavailable as e:
+            self.reason = str(e)
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> float | None:
         if not self.available:
-            return None
-        rgb = (lambda x: x.expand(-1, 3, -1, -1)) if pred.shape[1] == 1 else (lambda x: x)
-        self._metric.to(pred.device)
-        return float(self._metric(rgb(pred.float().clamp(-1, 1)), rgb(target.float())))
+            return None  # never a made-up value
+        with torch.no_grad():
+            return float(lpips_per_image(self._net, pred, target).mean())
+
+    def describe(self) -> str:
+        return f"available ({self.source})" if self.available else f"unavailable ({self.reason})"
 
 
 def latent_stats(latents: torch.Tensor, T: float, images: torch.Tensor | None = None, max_values: int = 5000) -> dict:

@@ -80,6 +80,7 @@ def run_recon(
     noiser=None, cm=None, dm=None, *, data=None, data_dir=None, ddim_steps: int = 30, dm_steps: int = 30,
     dm_solver: str = "euler", refine: int = 0, refine_lr: float = 0.5, num_images: int = 256, batch_size: int = 64,
     out_dir: str | Path = "recon", device: str = "cpu", timing_repeats: int = 5, grid_images: int = 12,
+    lpips_weights: str | Path | None = None,
 ) -> dict:
     """Run every pairing whose models were given; write grids, report.json and report.md to out_dir."""
     if num_images < 1 or batch_size < 1:
@@ -105,7 +106,7 @@ def run_recon(
     plan = [("CT_Inv", "CM"), ("CT_Inv", "DM"), ("DDIM_Inv", "DM"), ("DDIM_Inv", "CM")] + [("Prior", d) for d in dec]
     needs = {"CT_Inv": "--noiser", "DDIM_Inv": "--dm", "CM": "--cm", "DM": "--dm"}
 
-    lpips = LPIPS()
+    lpips = LPIPS(weights=lpips_weights)
     latents = {name: batched(side.fn, x0, labels, batch_size) for name, side in enc.items()}
     timing_x, timing_y = x0[:batch_size], labels[:batch_size]
     enc_s = {name: median_seconds(lambda s=side: s.fn(timing_x, timing_y), device, repeats=timing_repeats) for name, side in enc.items()}
@@ -151,7 +152,7 @@ def run_recon(
         "dm_steps": dm_steps,
         "dm_solver": dm_solver,
         "models": {m.role: str(m.path) for m in models},
-        "lpips": "available" if lpips.available else f"unavailable ({lpips.reason})",
+        "lpips": lpips.describe(),
         "pairings": rows,
         "skipped": skipped,
         "latents": {name: latent_stats(z, T, x0) for name, z in latents.items()},

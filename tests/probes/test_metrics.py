@@ -12,6 +12,7 @@ from alignlearn.probes.metrics import LPIPS, latent_agreement
 def offline(tmp_path, monkeypatch):
     """No cached torchvision weights and no name resolution, as on the machines without a network."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("ALIGNLEARN_LPIPS_WEIGHTS", raising=False)
 
     def no_network(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -67,3 +68,41 @@ def test_ssim_is_the_conventional_one_on_zero_one_images():
     expected = reference_ssim(((pred[0, 0] + 1) / 2).double().numpy(), ((target[0, 0] + 1) / 2).double().numpy())
     assert abs(ssim(pred, target) - expected) < 1e-4
     assert ssim(target, target) == pytest.approx(1.0, abs=1e-6)
+
+
+SHARED_LPIPS = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "lpips"
+
+
+@pytest.mark.skipif(not (SHARED_LPIPS / "lpips_alex.safetensors").is_file(),
+                    reason="../shared/lpips (offline LPIPS alex weights) is not beside this checkout")
+def test_lpips_alex_from_the_offline_weights_reproduces_the_reference_distances():
+    import numpy as np
+    from PIL import Image
+
+    def image(name):
+        a = np.asarray(Image.open(SHARED_LPIPS / name).convert("RGB"), dtype=np.float32)
+        return torch.from_numpy(a).permute(2, 0, 1)[None] / 127.5 - 1
+
+    lpips = LPIPS(weights=str(SHARED_LPIPS / "lpips_alex.safetensors"))
+    assert lpips.available and "lpips_alex.safetensors" in lpips.source
+    ref, p0, p1 = image("ex_ref.png"), image("ex_p0.png"), image("ex_p1.png")
+    assert abs(lpips(ref, p0) - 0.7219) < 1e-3 and abs(lpips(ref, p1) - 0.1376) < 1e-3  # the LPIPS repository's
+    assert lpips(p0, ref) == pytest.approx(lpips(ref, p0), abs=1e-6)  # symmetric
+    assert lpips(ref, ref) == 0.0
+    grey = ref.mean(1, keepdim=True)  # 1 channel: repeated to RGB, the same as the RGB grey image
+    assert lpips(grey, p0.mean(1, keepdim=True)) == pytest.approx(lpips(grey.expand(-1, 3, -1, -1), p0.mean(1, keepdim=True).expand(-1, 3, -1, -1)), abs=1e-6)
+    small = torch.rand(2, 1, 16, 16) * 2 - 1  # digits-sized images are upsampled to 32 first
+    assert lpips(small, small) == 0.0 and lpips(small, -small) > 0
+
+
+def test_a_bad_lpips_weights_file_is_one_clear_error(tmp_path, monkeypatch):
+    from alignlearn.lpips import load_lpips
+
+    with pytest.raises(UserError, match="do not exist"):
+        load_lpips(weights=tmp_path / "none.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="cannot read LPIPS weights"):
+        load_lpips(weights=tmp_path / "bad.safetensors")
+    monkeypatch.setenv("ALIGNLEARN_LPIPS_WEIGHTS", str(tmp_path / "gone.safetensors"))
+    with pytest.raises(UserError, match="ALIGNLEARN_LPIPS_WEIGHTS"):
+        load_lpips()
