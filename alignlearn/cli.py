@@ -117,7 +117,7 @@ def train(
         data_pair = load_data(data, data_dir_s, image_size)
         cfg = make_run_config(
             obj, tc, data_name=data, shape=data_pair[0].shape, num_classes=data_pair[0].num_classes,
-            preset=preset, data_dir=data_dir_s, image_size=image_size, dropout=dropout,
+            preset=preset, data_dir=data_dir_s, image_size=image_size, dropout=dropout, data_source=data_pair[0].source,
         )
     result = run_training(cfg, out, resume=resume, force=force, stop_after=stop_after, show_progress=not quiet, data=data_pair)
     if int(os.environ.get("RANK", "0")) == 0:

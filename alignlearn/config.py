@@ -36,6 +36,7 @@ class DataConfig:
     shape: tuple[int, ...] = ()
     num_classes: int = 0
     normalisation: str = "[-1, 1] = uint8 / 127.5 - 1"
+    source: str = ""  # which copy of the data set was read (CIFAR-10: the original batches or the JPEG copy)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def make_run_config(
     data_dir: str | None = None,
     image_size: int | None = None,
     dropout: float | None = None,
+    data_source: str = "",
 ) -> RunConfig:
     """A complete RunConfig: the objective decides the parameterisation, the data the backbone's shape."""
     from .networks import preset_config
@@ -137,5 +139,5 @@ def make_run_config(
     classes = num_classes if train.class_cond else 0
     backbone = preset_config(preset, image_shape=shape, num_classes=classes, dropout=dropout)
     model = ModelConfig(PARAMETERISATION_OF[objective.name], backbone, preset)
-    data = DataConfig(data_name, data_dir, image_size, tuple(shape), num_classes)
+    data = DataConfig(data_name, data_dir, image_size, tuple(shape), num_classes, source=data_source)
     return RunConfig(model, objective, data, train)

@@ -33,6 +33,7 @@ class ImageData:
     images: torch.Tensor
     labels: torch.Tensor
     num_classes: int
+    source: str = ""  # which copy was read, where a data set has several (CIFAR-10)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -129,6 +130,22 @@ def _load_idx_pair(name: str, root: Path) -> tuple[ImageData, ImageData] | None:
     return out[0], out[1]
 
 
+def load_cifar10(root: Path, explicit: bool) -> tuple[ImageData, ImageData]:
+    """The original batches or the JPEG copy in root (cifar10.py); else torchvision's bounded download."""
+    from .cifar10 import load_cifar10_arrays, to_tensors
+
+    found = load_cifar10_arrays(root)
+    if found is None:
+        if explicit:
+            raise UserError(f"{root} holds neither torchvision's cifar-10-batches-py/ nor the JPEG copy's train.npz and "
+                            "test.npz; put one of them there")
+        train, test = _torchvision("cifar10", root)
+        return (ImageData("cifar10", train.images, train.labels, 10, "CIFAR-10 (torchvision download)"),
+                ImageData("cifar10", test.images, test.labels, 10, "CIFAR-10 (torchvision download)"))
+    (xtr, ytr), (xte, yte), source = found
+    return (ImageData("cifar10", *to_tensors(xtr, ytr), 10, source), ImageData("cifar10", *to_tensors(xte, yte), 10, source))
+
+
 def _torchvision(name: str, data_dir: Path) -> tuple[ImageData, ImageData]:
     """torchvision's loaders; download only when a network answers, with a bounded wait."""
     import torchvision.datasets as tvd
@@ -204,6 +221,8 @@ def load_data(name: str, data_dir: str | Path | None = None, image_size: int | N
         if data_dir is not None and not Path(data_dir).is_dir():
             raise UserError(f"data directory {data_dir} does not exist")
         root = Path(data_dir) if data_dir else Path("data")
+        if name == "cifar10":
+            return load_cifar10(root, explicit=data_dir is not None)
         if name in ("mnist", "fashion-mnist"):
             local = _load_idx_pair(name, root)
             if local is None and name == "fashion-mnist" and data_dir is None:

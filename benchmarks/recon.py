@@ -34,7 +34,7 @@ def make_cfg(objective, data, a, recipe=None):
     tc = TrainConfig(steps=10**6, time_budget_s=a.budget_s, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond,
                      seed=a.seed, device=a.device, compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=100)
     return make_run_config(ObjectiveConfig(objective, **(recipe or {})), tc, data_name=a.data, shape=data[0].shape,
-                           num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir)
+                           num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir, data_source=data[0].source)
 
 
 def main(argv=None):
@@ -87,7 +87,7 @@ def main(argv=None):
     for r in report["pairings"]:
         lp = f"{r['lpips']:.4f}" if r["lpips"] is not None else "unavailable"
         record_row(a.results, "reconstruction", header, [
-            str(dt.date.today()), report["device"], f"{a.data} ({report['num_images']})", setting, a.preset, spent,
+            str(dt.date.today()), report["device"], f"{report['data']} ({report['num_images']})", setting, a.preset, spent,
             r["pairing"], f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", lp,
             f"{r['total_s_per_batch']:.4f} (batch {report['batch_size']})", f"`{cmd}`"])
     rows = {r["pairing"]: r for r in report["pairings"]}

@@ -92,7 +92,7 @@ def run_edit(noiser, decoder, *, guidance=(1.0,), targets=None, data=None, data_
     z = encode(n.model, x0, eps=n.model.eps, labels=y0)
     if refine:
         z = refine_latents(dec, x0, z, y0, refine, refine_lr)
-    report = {"data": train.name, "sources": len(x0), "targets": targets, "judge_test_accuracy": judge.test_accuracy,
+    report = {"data": train.source or train.name, "sources": len(x0), "targets": targets, "judge_test_accuracy": judge.test_accuracy,
               "refine": refine,
               "decoder": dec.model.kind, "dm_steps": dm_steps if dec.model.kind == "edm" else None,
               "cm_sigmas": levels,

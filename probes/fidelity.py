@@ -197,7 +197,7 @@ def run_fidelity(noiser, dm=None, *, data=None, data_dir=None, num_images: int =
             a = agreement(z, ref.endpoints, basis)
             trajectory.append({"t": t, "rel_l2_median": a["rel_l2_median"], "rel_l2_p90": a["rel_l2_p90"]})
 
-    report = {"data": test.name, "images": len(x0), "noiser": str(n.path), "dm": str(d.path) if d else None,
+    report = {"data": test.source or test.name, "images": len(x0), "noiser": str(n.path), "dm": str(d.path) if d else None,
               "conditional": bool(n.num_classes), "reference": ref.label, "exact": gmm is not None,
               "reference_error_median": ref.error_median, "reference_error_max": ref.error_max,
               "principal_dim": int(basis.shape[1]), "dim": int(basis.shape[0]), "device": device_name(device),

@@ -92,7 +92,7 @@ def run_linear(noiser, dm=None, *, data=None, data_dir=None, block: str = DEFAUL
             return torch.cat(out).numpy()
 
         add(f"DDIM-inversion latent ({ddim_steps} NFE)", ddim)
-    report = {"data": train.name, "images": len(images), "classes": int(len(np.unique(labels))), "seeds": seeds,
+    report = {"data": train.source or train.name, "images": len(images), "classes": int(len(np.unique(labels))), "seeds": seeds,
               "chance": float(np.max(np.bincount(labels)) / len(labels)), "block": block, "rows": rows,
               "noiser": str(n.path), "dm": str(d.path) if d else None}
     out = Path(out_dir)

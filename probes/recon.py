@@ -145,7 +145,7 @@ def run_recon(
     T = models[0].model.T
     report = {
         "device": device_name(device),
-        "data": test.name,
+        "data": test.source or test.name,
         "num_images": len(x0),
         "batch_size": batch_size,
         "ddim_steps": ddim_steps,
