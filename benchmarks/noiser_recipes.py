@@ -99,7 +99,6 @@ def main(argv=None):
             train(cfg, run, show_progress=False, data=data)
             rep = run_recon(run, a.cm, a.dm, num_images=a.num_images, out_dir=Path(tmp) / "probe", timing_repeats=1)
             row = rep["pairings"][0]
-            stats = rep["latents"]["CT_Inv"]
             cells = [str(dt.date.today()), rep["device"], cm_cfg.data.name, f"{a.preset}, {a.steps} steps, lr {lr:g}" + (f", seed {a.seed}" if a.seed else ""), text,
                      f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
             header = ["date", "device", "data", "training", "variant", "PSNR", "SSIM"]
