@@ -81,6 +81,7 @@ def train(
     group_norm: str = typer.Option(TC.group_norm, help="GroupNorm statistics: auto (per-channel with --cuda-graphs, else native) | native | per-channel (the same function).", rich_help_panel=GPU),
     dropout_rng: str = typer.Option(TC.dropout_rng, help="The target pass's shared dropout mask: replay (the online pass's RNG state) | counter (a hash of a per-step seed and each unit's position, fused into compiled kernels).", rich_help_panel=GPU),
     log_every: int = typer.Option(TC.log_every, help="Steps between metrics lines (the only host syncs)."),
+    log: str = typer.Option(TC.log, help="Also log metrics and previews to: none | tensorboard (RUN/tensorboard; pip install 'alignlearn[tensorboard]')."),
     ckpt_every: int = typer.Option(TC.ckpt_every, help="Steps between checkpoints."),
     sample_every: int = typer.Option(TC.sample_every, help="Steps between preview grids."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -111,7 +112,7 @@ def train(
             batch_size=batch_size, lr=lr, optimizer=optimizer, warmup=warmup, grad_clip=grad_clip,
             ema_decay=ema_decay, class_cond=class_cond, cond_drop=cond_drop, seed=seed, device=device, bf16=bf16,
             compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last, group_norm=group_norm,
-            dropout_rng=dropout_rng, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every,
+            dropout_rng=dropout_rng, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every, log=log,
         )
         data_dir_s = str(data_dir) if data_dir else None
         data_pair = load_data(data, data_dir_s, image_size)

@@ -11,6 +11,7 @@ from .networks.dropout import DROPOUT_RNGS
 from .networks.norm import GROUP_NORMS
 from .objectives import ObjectiveConfig
 from .schedule import EPS, SIGMA_DATA, T_MAX
+from .tracking import SINKS
 
 OPTIMIZERS = ("adam", "radam")
 STEPS_CAP_WITH_BUDGET = 1_000_000  # --time-budget without --steps: the clock ends training, this only bounds it
@@ -62,6 +63,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     sample_every: int = 1000
     time_budget_s: float = 0.0  # > 0: the curriculum follows wall-clock time and training stops when it is spent
+    log: str = "none"  # a tracker beside metrics.jsonl: none | tensorboard (tracking.py)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -81,6 +83,8 @@ class TrainConfig:
             raise UserError(f"unknown --dropout-rng {self.dropout_rng!r}; choose from {', '.join(DROPOUT_RNGS)}")
         if self.cuda_graphs and not self.compile:
             raise UserError("--cuda-graphs needs --compile: the graphs are captured from the compiled passes")
+        if self.log not in SINKS:
+            raise UserError(f"unknown --log {self.log!r}; choose from {', '.join(SINKS)}")
         if self.time_budget_s < 0:
             raise UserError(f"--time-budget must be positive (seconds), got {self.time_budget_s}")
 

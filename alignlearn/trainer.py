@@ -42,6 +42,7 @@ from .compile_options import compile_for_training, swap_training_modules
 from .networks.dropout import draw_step_seed, dropout_seeds
 from .objectives import build_objective
 from .previews import preview
+from .tracking import make_tracker
 
 METRICS = "metrics.jsonl"
 
@@ -246,8 +247,9 @@ def _setup(cfg, run_dir, info: DistInfo, resume, force, data, teacher) -> _Setup
                   TimeBudget(tc.time_budget_s, tc.steps, budget_spent), start)
 
 
-def _train_step(s: _Setup, step: int, k_curriculum: int) -> torch.Tensor:
-    """One optimisation step of the objective at curriculum step k; returns the (device) mean loss."""
+def _train_step(s: _Setup, step: int, k_curriculum: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step of the objective at curriculum step k; returns the (device) mean loss and the
+    gradient norm before clipping."""
     tc, device = s.cfg.train, s.info.device
     if tc.compile:
         # One CUDA-graph generation per step. Otherwise inductor's cudagraph trees start a new one at the
@@ -269,13 +271,13 @@ def _train_step(s: _Setup, step: int, k_curriculum: int) -> torch.Tensor:
         loss = s.objective(s.net, s.target_net, x0, labels, k_curriculum).mean()
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if tc.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(s.params, tc.grad_clip)
+    # max_norm inf clips nothing (the scale factor is clamped to 1): the norm is measured either way
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
     s.optimizer.step()
     s.ema.update(s.raw, step)
     if s.target_ema is not None:
         s.target_ema.update(s.raw, step)
-    return loss.detach()
+    return loss.detach(), grad_norm.detach()
 
 
 class _Bookkeeping:
@@ -284,13 +286,16 @@ class _Bookkeeping:
     def __init__(self, s: _Setup, resume: bool, progress: "_Progress"):
         self.s, self.progress = s, progress
         self.loss_sum = torch.zeros((), device=s.info.device)
+        self.norm_sum = torch.zeros((), device=s.info.device)
         self.n_acc, self.last_loss, self.img_s = 0, float("nan"), 0.0
         self.last_ckpt = latest_checkpoint(s.run_dir) if resume else None
         self.t_mark, self.step_mark = time.perf_counter(), s.start
         self.metrics = open(s.run_dir / METRICS, "a") if s.info.is_main else None
+        self.tracker = make_tracker(s.cfg.train.log, s.run_dir, enabled=s.info.is_main)
 
-    def record(self, loss: torch.Tensor) -> None:
+    def record(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         self.loss_sum += loss
+        self.norm_sum += grad_norm
         self.n_acc += 1
 
     def flush(self, step: int, k_curriculum: int) -> None:
@@ -298,10 +303,10 @@ class _Bookkeeping:
         s = self.s
         if self.n_acc == 0:
             return
-        mean = self.loss_sum / self.n_acc
+        mean = torch.stack([self.loss_sum, self.norm_sum]) / self.n_acc
         if s.info.enabled:
             torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
-        self.last_loss = mean.item()
+        self.last_loss, grad_norm = mean.tolist()
         now = time.perf_counter()
         self.img_s = s.cfg.train.batch_size * (step - self.step_mark) / max(now - self.t_mark, 1e-9)
         if not math.isfinite(self.last_loss):
@@ -309,17 +314,20 @@ class _Bookkeeping:
             raise TrainingStopped(f"loss became {self.last_loss} before step {step}{where} (try a lower --lr)", self.last_ckpt, 3)
         if self.metrics is not None:
             row = {"step": step, "loss": self.last_loss, "lr": s.optimizer.param_groups[0]["lr"], "img_per_s": self.img_s,
-                   "N": s.objective.num_steps(k_curriculum), "time": time.time()}
+                   "N": s.objective.num_steps(k_curriculum), "grad_norm": grad_norm, "time": time.time()}
             self.metrics.write(json.dumps(row) + "\n")
             self.metrics.flush()
+            self.tracker.scalars(step, {k: v for k, v in row.items() if k not in ("step", "time")})
         self.progress.update(loss=self.last_loss, img_s=self.img_s)
-        self.loss_sum, self.n_acc = torch.zeros((), device=s.info.device), 0
+        self.loss_sum, self.norm_sum, self.n_acc = torch.zeros((), device=s.info.device), torch.zeros((), device=s.info.device), 0
         self.t_mark, self.step_mark = now, step
 
     def preview(self, step: int) -> None:
         if self.s.info.is_main:
-            preview(self.s.ema.module.eval(), self.s.preview_x, self.s.preview_y,
-                    self.s.run_dir / "samples" / f"step_{step:08d}.png")
+            path = self.s.run_dir / "samples" / f"step_{step:08d}.png"
+            preview(self.s.ema.module.eval(), self.s.preview_x, self.s.preview_y, path)
+            if path.is_file():
+                self.tracker.image(step, "samples", path)
 
     def save(self, step: int) -> None:
         s = self.s
@@ -335,6 +343,7 @@ class _Bookkeeping:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        self.tracker.close()
 
 
 def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data, teacher) -> TrainResult:
@@ -349,7 +358,7 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
             s.net.train()
             while step < end:
                 k_curriculum = clock.curriculum_step(step)
-                books.record(_train_step(s, step, k_curriculum))
+                books.record(*_train_step(s, step, k_curriculum))
                 step += 1
                 clock.start()
                 progress.advance()
