@@ -33,15 +33,40 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file beside `path`, then rename over it (never a half-written file)."""
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync it, then rename over it (never a half-written file)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets; these are ordinary files
     with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+TEMPORARY_CHECKPOINT = ".step_"  # the prefix of a checkpoint being written (save_checkpoint)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Checkpoint folders a kill or a full disk left half-written (this tool's own naming only)."""
+    root = Path(run_dir) / CKPT_DIR
+    for p in root.glob(f"{TEMPORARY_CHECKPOINT}*") if root.is_dir() else ():
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def read_json(path: Path) -> dict:
@@ -84,6 +109,10 @@ def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=N
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
+    final = root / name
+    pointer = root / LATEST
+    if final.is_dir() and pointer.is_file() and read_json(pointer).get("path") == name:
+        return final  # this step is saved already, and latest.json names it: never remove that folder
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     os.chmod(tmp, 0o777 & ~_umask())
     save_file(_cpu(model.state_dict()), str(tmp / "model.safetensors"))
@@ -93,11 +122,15 @@ def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=N
     opt_tensors, opt_meta = flatten_optimizer(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta})
-    final = root / name
-    if final.exists():
+    for f in tmp.iterdir():  # the data on disk before any name points at it
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # a complete copy that latest.json does not name (a crash between rename and pointer)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    write_json_atomic(root / LATEST, {"path": name})
+    _fsync_dir(root)
+    write_json_atomic(pointer, {"path": name})
     old = sorted(p for p in root.glob("step_*") if p.is_dir())
     for p in old[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)

@@ -30,8 +30,10 @@ from .checkpoint import (
     load_weights,
     read_json,
     save_checkpoint,
+    remove_stale_temporaries,
     unflatten_optimizer,
     write_json_atomic,
+    write_text_atomic,
 )
 from .config import RunConfig
 from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
@@ -42,6 +44,7 @@ from .compile_options import compile_for_training, swap_training_modules
 from .networks.dropout import draw_step_seed, dropout_seeds
 from .objectives import build_objective
 from .previews import preview
+from .runlock import LOCK, RunLock
 from .tracking import make_tracker
 
 METRICS = "metrics.jsonl"
@@ -69,6 +72,17 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / METRICS).read_text().splitlines()]
 
 
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the metrics rows logged after checkpoint `step`: a resumed run logs those steps again."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
 def steady_img_per_s(rows: list[dict], fallback: float) -> float:
     """Median img/s over the logging intervals after the first (which holds warm-up and compilation)."""
     rates = [r["img_per_s"] for r in rows[1:]]
@@ -79,8 +93,8 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to overwrite another run unless --force; refuse to resume what is not there."""
+def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to overwrite another run unless --force; refuse to resume what is not there. Writes nothing."""
     has_run = (run_dir / CONFIG).is_file()
     if resume:
         if not run_dir.exists():
@@ -90,38 +104,46 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         return
     if has_run and not force:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --force to replace it")
-    if run_dir.exists() and any(run_dir.iterdir()) and not has_run:
+    if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()) and not has_run:
         raise UserError(f"{run_dir} is not empty and holds no alignlearn run; choose another --out")
-    if has_run and force:
+
+
+def claim_run_dir(run_dir: Path, lock: RunLock, *, resume: bool, force: bool) -> None:
+    """Take the folder's lock, then (--force) clear the run it holds and drop half-written checkpoints."""
+    lock.acquire(run_dir)
+    if force and not resume and (run_dir / CONFIG).is_file():
         for name in (CONFIG, METRICS):
             (run_dir / name).unlink(missing_ok=True)
-        for name in (CKPT_DIR, "samples"):
+        for name in (CKPT_DIR, "samples", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
+
+
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # exit codes as a shell reports a death by the signal
 
 
 class _StopFlag:
-    """Ctrl-C asks the loop to stop at the next step boundary; a second Ctrl-C interrupts at once."""
+    """SIGINT (Ctrl-C) or SIGTERM (timeout, Slurm, Kubernetes) asks the loop to stop at the next step boundary,
+    save and exit; signals after the first change nothing, so a save under way always completes."""
 
     def __init__(self):
-        self.set = False
-        self._old = None
+        self.set, self.exit_code, self._old = False, 130, {}
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread
-            self._old = None
+        for sig in STOP_SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
         return self
 
     def _handler(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
+        if not self.set:
+            self.set, self.exit_code = True, STOP_SIGNALS[signal.Signals(signum)]
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _lr_at(step: int, lr: float, warmup: int) -> float:
@@ -150,9 +172,11 @@ def train(
     callable D(x, t, labels) overrides cfg.objective.teacher (toy problems with analytic denoisers)."""
     run_dir = Path(run_dir)
     info = init_distributed(cfg.train.device)
+    lock = RunLock()
     try:
-        return _train(cfg, run_dir, info, resume, force, stop_after, show_progress, data, teacher)
+        return _train(cfg, run_dir, info, resume, force, stop_after, show_progress, data, teacher, lock)
     finally:
+        lock.release()
         shutdown(info)
 
 
@@ -181,14 +205,14 @@ class _Setup:
     start: int
 
 
-def _setup(cfg, run_dir, info: DistInfo, resume, force, data, teacher) -> _Setup:
-    """Check the settings, prepare the run folder, build (or restore) models and optimizer, place the data."""
+def _setup(cfg, run_dir, info: DistInfo, resume, force, data, teacher, lock: RunLock) -> _Setup:
+    """Check the settings, claim the run folder, build (or restore) models and optimizer, place the data.
+    Everything that can refuse the settings runs before the folder is touched."""
     from .data import load_data
 
     tc, device = cfg.train, info.device
     if info.is_main:
-        prepare_run_dir(run_dir, resume=resume, force=force)
-    barrier(info)
+        check_run_dir(run_dir, resume=resume, force=force)
     if tc.batch_size % info.world_size:
         raise UserError(f"--batch-size {tc.batch_size} must be divisible by the {info.world_size} processes")
     if tc.cuda_graphs and device.type != "cuda":
@@ -206,8 +230,11 @@ def _setup(cfg, run_dir, info: DistInfo, resume, force, data, teacher) -> _Setup
         teacher = load_teacher(cfg.objective.teacher, cfg, device)
     objective = build_objective(cfg.objective, tc.steps, int(np.prod(train_set.shape)), teacher=teacher, noise=cfg.model)
     # The config marks the folder as a run: written only once everything that can refuse the settings has accepted them.
-    if info.is_main and not resume:
-        write_json_atomic(run_dir / CONFIG, cfg.to_dict())
+    if info.is_main:
+        claim_run_dir(run_dir, lock, resume=resume, force=force)
+        if not resume:
+            write_json_atomic(run_dir / CONFIG, cfg.to_dict())
+    barrier(info)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     raw = build_model(cfg.model).to(device)
@@ -290,6 +317,8 @@ class _Bookkeeping:
         self.n_acc, self.last_loss, self.img_s = 0, float("nan"), 0.0
         self.last_ckpt = latest_checkpoint(s.run_dir) if resume else None
         self.t_mark, self.step_mark = time.perf_counter(), s.start
+        if resume and s.info.is_main:
+            truncate_metrics(s.run_dir, s.start)
         self.metrics = open(s.run_dir / METRICS, "a") if s.info.is_main else None
         self.tracker = make_tracker(s.cfg.train.log, s.run_dir, enabled=s.info.is_main)
 
@@ -346,8 +375,8 @@ class _Bookkeeping:
         self.tracker.close()
 
 
-def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data, teacher) -> TrainResult:
-    s = _setup(cfg, run_dir, info, resume, force, data, teacher)
+def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progress, data, teacher, lock) -> TrainResult:
+    s = _setup(cfg, run_dir, info, resume, force, data, teacher, lock)
     tc, clock = cfg.train, s.clock
     end = tc.steps if stop_after is None else min(stop_after, tc.steps)
     progress = _Progress(show_progress and info.is_main, None if clock.enabled else end, s.start)
@@ -372,9 +401,10 @@ def _train(cfg, run_dir, info: DistInfo, resume, force, stop_after, show_progres
                     books.save(step)
                 if (at_log and any_rank(stop.set, info)) or (not info.enabled and stop.set):
                     books.flush(step, k_curriculum)
-                    books.save(step)
+                    if books.last_ckpt is None or books.last_ckpt.name != f"step_{step:08d}":  # once per step
+                        books.save(step)
                     raise TrainingStopped(f"interrupted at step {step}; checkpoint saved to {books.last_ckpt}; "
-                                          "continue with --resume", books.last_ckpt, 130)
+                                          "continue with --resume", books.last_ckpt, stop.exit_code)
                 if step % tc.sample_every == 0 and step < end:
                     books.preview(step)
             books.flush(step, k_curriculum)

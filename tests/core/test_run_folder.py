@@ -1,0 +1,101 @@
+"""The run folder under signals and careless use: one save per step, SIGTERM saves, one writer at a time,
+no half-written checkpoints left behind, no metrics rows logged twice."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import alignlearn.trainer as trainer
+from alignlearn.errors import UserError
+from alignlearn.runlock import RunLock
+from alignlearn.trainer import TrainingStopped, read_metrics, train
+
+from .helpers import digits, tiny_config
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def latest(run):
+    return json.loads((run / "checkpoints" / "latest.json").read_text())["path"]
+
+
+def test_a_stop_at_a_checkpoint_step_saves_that_step_once(tmp_path, monkeypatch):
+    saves = []
+    real_save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda run, step, **kw: saves.append(step) or real_save(run, step, **kw))
+
+    class StopAtFour(trainer._StopFlag):  # the signal arrives during step 4, a checkpoint step
+        @property
+        def set(self):
+            return len(saves) >= 2
+
+        @set.setter
+        def set(self, value):
+            pass
+
+    monkeypatch.setattr(trainer, "_StopFlag", StopAtFour)
+    cfg = tiny_config("ct-inversion", steps=50)
+    cfg.train.ckpt_every, cfg.train.log_every = 2, 2
+    with pytest.raises(TrainingStopped) as stopped:
+        train(cfg, tmp_path / "run", show_progress=False, data=digits())
+    assert saves == [2, 4] and stopped.value.exit_code == 130
+    assert latest(tmp_path / "run") == "step_00000004" and (tmp_path / "run/checkpoints/step_00000004/state.json").is_file()
+
+
+def test_sigterm_saves_and_exits_143_with_one_line(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "alignlearn", "train", "--out", str(run), "--steps", "100000",
+                             "--batch-size", "8", "--log-every", "1", "--ckpt-every", "100000", "--quiet"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 240
+    while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 3):
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "slow"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # a second signal changes nothing: the save completes
+    out, err = proc.communicate(timeout=240)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("stopped: interrupted at step"), err
+    step = int(lines[0].split("interrupted at step ")[1].split(";")[0])
+    assert latest(run) == f"step_{step:08d}"
+    resumed = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(run), "--resume",
+                              "--steps", str(step + 2), "--quiet"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr
+    assert latest(run) == f"step_{step + 2:08d}"
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config("ct-inversion", steps=2), run, show_progress=False, data=digits())
+    holder = RunLock()
+    holder.acquire(run)
+    try:
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".alignlearn.lock"}
+        with pytest.raises(UserError, match=f"in use by another alignlearn process \\(pid {os.getpid()} on "):
+            train(tiny_config("ct-inversion", steps=4), run, resume=True, show_progress=False, data=digits())
+        with pytest.raises(UserError, match="in use"):
+            train(tiny_config("ct-inversion", steps=4), run, force=True, show_progress=False, data=digits())
+        after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".alignlearn.lock"}
+        assert before == after  # neither touched the run
+    finally:
+        holder.release()
+    train(tiny_config("ct-inversion", steps=4), run, resume=True, show_progress=False, data=digits())  # free again
+
+
+def test_half_written_checkpoints_are_cleared_and_metrics_not_logged_twice(tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config("ct-inversion", steps=20)
+    cfg.train.ckpt_every, cfg.train.log_every = 10, 5
+    train(cfg, run, show_progress=False, data=digits())
+    # as if killed after step 20's checkpoint was written but before latest.json named it, and mid-save of another
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"path": "step_00000010"}))
+    (run / "checkpoints" / ".step_00000030.x1y2").mkdir()
+    train(cfg, run, resume=True, show_progress=False, data=digits())
+    assert not list((run / "checkpoints").glob(".step_*"))
+    assert [r["step"] for r in read_metrics(run)] == [5, 10, 15, 20]
+    assert latest(run) == "step_00000020"
