@@ -93,6 +93,12 @@ def train(
     from .models import load_run_config
     from .trainer import train as run_training
 
+    if image_size is not None and image_size < 1:
+        raise UserError(f"--image-size must be at least 1, got {image_size}")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    if stop_after is not None and stop_after < 1:
+        raise UserError(f"--stop-after must be at least 1, got {stop_after}")
     if resume:
         if not (out / CONFIG).is_file():
             raise UserError(f"cannot resume: {out} holds no alignlearn run (no {CONFIG})")
@@ -108,7 +114,7 @@ def train(
             teacher=str(teacher) if teacher else None,
         )
         tc = TrainConfig(
-            steps=steps or (STEPS_CAP_WITH_BUDGET if time_budget else TC.steps), time_budget_s=time_budget,
+            steps=steps if steps is not None else (STEPS_CAP_WITH_BUDGET if time_budget else TC.steps), time_budget_s=time_budget,
             batch_size=batch_size, lr=lr, optimizer=optimizer, warmup=warmup, grad_clip=grad_clip,
             ema_decay=ema_decay, class_cond=class_cond, cond_drop=cond_drop, seed=seed, device=device, bf16=bf16,
             compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last, group_norm=group_norm,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from . import __version__
@@ -71,6 +72,12 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip", "ema_decay", "cond_drop", "time_budget_s"):
+            if not math.isfinite(getattr(self, name)):
+                flag = "time-budget" if name == "time_budget_s" else name.replace("_", "-")
+                raise UserError(f"--{flag} must be a finite number, got {getattr(self, name)}")
+        if self.seed < 0 or self.warmup < 0 or self.grad_clip < 0:
+            raise UserError(f"--seed, --warmup and --grad-clip must not be negative, got {self.seed}, {self.warmup}, {self.grad_clip}")
         if not 0.0 <= self.cond_drop < 1.0:
             raise UserError(f"--cond-drop must be in [0, 1), got {self.cond_drop}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -72,6 +72,15 @@ class ObjectiveConfig:
         for key, value in RECIPE_DEFAULTS[self.name].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        for name in ("s0", "s1", "curriculum_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.target_ema < 1.0:
+            raise UserError(f"--target-ema must be in [0, 1), got {self.target_ema}")
+        for name in ("p_mean", "p_std", "huber_c", "rho"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and (name == "p_mean" or value > 0)):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite{'' if name == 'p_mean' else ' positive'} number, got {value}")
         if self.weighting not in WEIGHTINGS:
             raise UserError(f"unknown weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
         if self.target not in TARGETS:

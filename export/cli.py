@@ -76,8 +76,12 @@ def encode(
 
     if out.suffix not in (".npy", ".safetensors"):
         raise UserError(f"--out must end in .npy or .safetensors, got {out}")
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    names_file = out.with_suffix(".names.txt")
+    for path in (out, names_file) if out.suffix == ".npy" else (out,):
+        if path.exists() and not force:
+            raise UserError(f"{path} exists; pass --force to overwrite it")
     if label is not None and labels is not None:
         raise UserError("give --label or --labels, not both")
     enc = Encoder(model, backend=backend, batch_size=batch_size)
@@ -96,7 +100,7 @@ def encode(
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, latents)
-        out.with_suffix(".names.txt").write_text("\n".join(names) + "\n")
+        names_file.write_text("\n".join(names) + "\n")
     else:
         import json
 

@@ -1,0 +1,49 @@
+"""Every flag that makes no sense is refused before anything is written: exit 2, one `error:` line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+BAD_TRAIN_FLAGS = [
+    (["--steps", "0"], "--steps"),
+    (["--time-budget", "nan"], "--time-budget"),
+    (["--time-budget", "inf"], "--time-budget"),
+    (["--time-budget", "-5"], "--time-budget"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "0"], "--lr"),
+    (["--target-ema", "1.5"], "--target-ema"),
+    (["--seed", "-1"], "--seed"),
+    (["--s1", "-3"], "--s1"),
+    (["--image-size", "-8"], "--image-size"),
+    (["--image-size", "0"], "--image-size"),
+    (["--grad-clip", "nan"], "--grad-clip"),
+    (["--p-std", "0"], "--p-std"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--stop-after", "0"], "--stop-after"),
+]
+
+
+@pytest.mark.parametrize("flags,needle", BAD_TRAIN_FLAGS, ids=[" ".join(f) for f, _ in BAD_TRAIN_FLAGS])
+def test_bad_train_flag(tmp_path, flags, needle):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(out), *flags],
+                          capture_output=True, text=True, timeout=300, env=ENV)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+    assert not out.exists()  # nothing written
+
+
+def test_encode_refuses_a_zero_batch_and_an_existing_names_file(tmp_path):
+    (tmp_path / "x.names.txt").write_text("kept\n")
+    for args, needle in ((["--batch-size", "0", "--out", str(tmp_path / "y.npy")], "--batch-size"),
+                         (["--out", str(tmp_path / "x.npy")], "x.names.txt exists")):
+        proc = subprocess.run([sys.executable, "-m", "alignlearn", "encode", str(tmp_path / "m.onnx"), str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=300, env=ENV)
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert (tmp_path / "x.names.txt").read_text() == "kept\n" and not (tmp_path / "x.npy").exists()
