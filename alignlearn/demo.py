@@ -19,6 +19,8 @@ from .objectives import ObjectiveConfig
 from .trainer import read_metrics, train
 
 ROLES = (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm"))
+MARKER = ".alignlearn-demo"
+OUTPUTS = ("runs", "training_loss.png", "noiser.onnx", "fidelity", "recon", "linear", "edit_cm", "edit_dm", "report.md")
 
 
 def plot_losses(runs: dict[str, Path], path: Path) -> None:
@@ -43,11 +45,17 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
 def run_demo(out: str | Path = "demo", *, steps: int = 1500, batch_size: int = 128, preset: str = "tiny",
              force: bool = False, quick: bool = False, seed: int = 0, lpips_weights=None, log=print) -> Path:
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} is not empty; pass --force to replace it or choose another --out")
-    if out.exists() and force:
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"{out} is not empty; pass --force to replace it or choose another --out")
+        if not (out / MARKER).is_file():
+            raise UserError(f"{out} is not a folder alignlearn demo wrote; --force replaces only a demo's folder, "
+                            "so nothing was removed")
+        for name in OUTPUTS:  # what a demo writes, and nothing else
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by alignlearn demo; demo --force replaces what it wrote here\n")
     t_start = time.time()
     data = load_data("digits")
     stages = 8

@@ -104,6 +104,12 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         return
     if has_run and not force:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --force to replace it")
+    if has_run:  # --force replaces only what alignlearn wrote: the config must be an alignlearn run's
+        try:
+            RunConfig.from_dict(read_json(run_dir / CONFIG))
+        except UserError:
+            raise UserError(f"{run_dir / CONFIG} is not an alignlearn run's; --force replaces only alignlearn runs, "
+                            "so nothing was removed") from None
     if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()) and not has_run:
         raise UserError(f"{run_dir} is not empty and holds no alignlearn run; choose another --out")
 

@@ -99,3 +99,23 @@ def test_half_written_checkpoints_are_cleared_and_metrics_not_logged_twice(tmp_p
     assert not list((run / "checkpoints").glob(".step_*"))
     assert [r["step"] for r in read_metrics(run)] == [5, 10, 15, 20]
     assert latest(run) == "step_00000020"
+
+
+def test_force_removes_only_what_alignlearn_wrote(tmp_path):
+    from alignlearn.demo import run_demo
+
+    foreign = tmp_path / "foreign"
+    (foreign / "samples").mkdir(parents=True)
+    (foreign / "config.json").write_text('{"learning_rate": 3}\n')
+    (foreign / "metrics.jsonl").write_text("{}\n")
+    (foreign / "samples" / "a.png").write_bytes(b"png")
+    before = {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="not an alignlearn run's.*nothing was removed"):
+        train(tiny_config("ct-inversion", steps=2), foreign, force=True, show_progress=False, data=digits())
+    thesis = tmp_path / "thesis"
+    (thesis / "src").mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("\\documentclass{article}\n")
+    with pytest.raises(UserError, match="not a folder alignlearn demo wrote"):
+        run_demo(thesis, steps=1, quick=True, force=True, log=lambda s: None)
+    assert before == {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
+    assert (thesis / "thesis.tex").is_file() and (thesis / "src").is_dir()
