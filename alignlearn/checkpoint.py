@@ -121,7 +121,8 @@ def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=N
         save_file(_cpu(target.module.state_dict()), str(tmp / "target.safetensors"))
     opt_tensors, opt_meta = flatten_optimizer(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta})
+    sums = {f.name: sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
+    write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta, "sha256": sums})
     for f in tmp.iterdir():  # the data on disk before any name points at it
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
@@ -147,10 +148,38 @@ def latest_checkpoint(run_dir: Path) -> Path:
     pointer = run_dir / CKPT_DIR / LATEST
     if not pointer.is_file():
         raise UserError(f"{run_dir} holds no checkpoint (no {CKPT_DIR}/{LATEST}); is it an alignlearn run folder?")
-    path = run_dir / CKPT_DIR / read_json(pointer).get("path", "")
+    name = read_json(pointer)
+    name = name.get("path") if isinstance(name, dict) else None
+    if not isinstance(name, str) or not name.startswith("step_") or "/" in name:
+        raise UserError(f"{pointer} is corrupt: it names no checkpoint folder")
+    path = run_dir / CKPT_DIR / name
     if not (path / "state.json").is_file():
         raise UserError(f"checkpoint {path} is missing or incomplete")
+    verify_checkpoint(path)
     return path
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Each weights file against the SHA-256 its state.json recorded (checkpoints written before 0.2.0 have none)."""
+    state = read_json(path / "state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise UserError(f"{path / 'state.json'} is corrupt: no valid step")
+    for name, expected in (state.get("sha256") or {}).items():
+        f = path / name
+        if not f.is_file():
+            raise UserError(f"checkpoint {path} is incomplete: {name} is missing")
+        if sha256(f) != expected:
+            raise UserError(f"{f} is corrupt: its SHA-256 differs from the one recorded when it was saved")
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -184,7 +213,8 @@ def pack_run(run_dir: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16) 
     ema = load_tensors(src / "ema.safetensors")
     save_file({k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in ema.items()}, str(dst / "ema.safetensors"))
     state = read_json(src / "state.json")
-    write_json_atomic(dst / "state.json", {"step": state["step"], "packed": str(dtype).replace("torch.", "")})
+    write_json_atomic(dst / "state.json", {"step": state["step"], "packed": str(dtype).replace("torch.", ""),
+                                           "sha256": {"ema.safetensors": sha256(dst / "ema.safetensors")}})
     write_json_atomic(out_dir / CKPT_DIR / LATEST, {"path": src.name})
     shutil.copyfile(run_dir / CONFIG, out_dir / CONFIG)
     return out_dir

@@ -119,3 +119,27 @@ def test_force_removes_only_what_alignlearn_wrote(tmp_path):
         run_demo(thesis, steps=1, quick=True, force=True, log=lambda s: None)
     assert before == {p: p.read_bytes() for p in foreign.rglob("*") if p.is_file()}
     assert (thesis / "thesis.tex").is_file() and (thesis / "src").is_dir()
+
+
+@pytest.mark.parametrize("damage", ["bit flip", "latest path 5", "latest null", "latest list", "negative step"])
+def test_damaged_checkpoints_are_one_error_line_naming_the_file(tmp_path, damage):
+    run = tmp_path / "run"
+    train(tiny_config("ct-inversion", steps=2), run, show_progress=False, data=digits())
+    ckpt = run / "checkpoints" / latest(run)
+    pointer = run / "checkpoints" / "latest.json"
+    if damage == "bit flip":  # in the tensor data, past the header: the file still parses
+        data = bytearray((ckpt / "model.safetensors").read_bytes())
+        data[-7] ^= 0x10
+        (ckpt / "model.safetensors").write_bytes(bytes(data))
+        needle = "model.safetensors is corrupt: its SHA-256"
+    elif damage.startswith("latest"):
+        pointer.write_text({"latest path 5": '{"path": 5}', "latest null": "null", "latest list": "[]"}[damage])
+        needle = "latest.json is corrupt"
+    else:
+        state = json.loads((ckpt / "state.json").read_text())
+        (ckpt / "state.json").write_text(json.dumps({**state, "step": -3}))
+        needle = "no valid step"
+    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(run), "--resume", "--steps", "4"],
+                          capture_output=True, text=True, timeout=300, env=ENV)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1 and needle in lines[0], proc.stderr
