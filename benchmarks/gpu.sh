@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU measurements behind RESULTS.md, as named stages (STAGES="recon speed" runs both, in that order):
-#   recon : for each of SETTINGS (uncond, as in the report, and cond) and SEEDS: noiser + CT + EDM on $DATA for
-#           BUDGET_S seconds each (--time-budget), reconstruction with its Prior floor and the fidelity probe
-#           against the DM's many-step inversion; for the last seed also editing (cond: CM and DM decoders),
-#           linear probes and the noiser's ONNX export with its parity check
+#   recon : for each of SETTINGS (uncond, as in the report, and cond): noiser + CT + EDM on $DATA for BUDGET_S
+#           seconds each (--time-budget) per seed of SEEDS (e.g. 0,1,2), reconstruction with its Prior floor
+#           (mean ± std over the seeds, LPIPS when LPIPS_WEIGHTS names the alex weights file, carried in an
+#           ignored folder), then on the last seed's models the fidelity probe against the DM's many-step
+#           inversion, editing (cond: CM and DM decoders), linear probes and the ONNX export's parity check
 #   speed : the bf16 matmul peak, training throughput (eager, compiled, --cuda-graphs at batch 1024) and
 #           encoder backends at batch 1 and $BATCH
 # Records land in $OUT/results/*.jsonl (merge them into results/ and run benchmarks/results_page.py);
@@ -23,6 +24,7 @@ THR_STEPS=${THR_STEPS:-100}  # training-throughput steps (logged every 25; the f
 NOISER_RECIPE=${NOISER_RECIPE:-default}  # e.g. s1=20 (see benchmarks/noiser_recipes.py)
 SETTINGS=${SETTINGS:-uncond cond}
 SEEDS=${SEEDS:-0}
+LP=(); [ -n "${LPIPS_WEIGHTS:-}" ] && LP=(--lpips-weights "$LPIPS_WEIGHTS")
 DD=(); [ -n "${DATA_DIR:-}" ] && DD=(--data-dir "$DATA_DIR")
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
@@ -44,7 +46,7 @@ step() {  # step NAME CMD...: run, time and log one step; never stop the script
 
 finish() {  # reports, and the last setting's runs (packed bf16) for CPU probes afterwards
   tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude='export_*' --exclude=bench_run . 2>/dev/null
-  local last; last=$(ls -d "$WORK"/recon_*/runs 2>/dev/null | tail -n 1)
+  local last; last=$(ls -d "$WORK"/recon_*/runs 2>/dev/null | tail -n 1)  # packed bf16, a few MB
   [ -n "$last" ] && tar czf "$OUT/runs.tgz" -C "$last" .
   return 0
 }
@@ -75,18 +77,15 @@ PY
 }
 
 stage_recon() {
-  local setting seed cond R
+  local setting cond R
   for setting in $SETTINGS; do
-    for seed in $SEEDS; do
-      cond=(); [ "$setting" = cond ] && cond=(--class-cond)
-      R="$WORK/recon_${setting}_$seed"
-      step "recon-$setting-$seed" $PY benchmarks/recon.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --budget-s "$BUDGET_S" \
-        --batch-size "$BATCH" "${cond[@]}" --seed "$seed" --noiser-recipe "$NOISER_RECIPE" --device "$DEVICE" --out "$R" \
-        --results "$RES"
-      step "fidelity-$setting-$seed" $PY benchmarks/fidelity.py --noiser "$R/runs/noiser" --dm "$R/runs/dm" --device "$DEVICE" \
-        --results "$RES"
-    done
-    R="$R/runs"
+    cond=(); [ "$setting" = cond ] && cond=(--class-cond)
+    R="$WORK/recon_$setting"
+    step "recon-$setting" $PY benchmarks/recon.py --data "$DATA" "${DD[@]}" --preset "$PRESET" --budget-s "$BUDGET_S" \
+      --batch-size "$BATCH" "${cond[@]}" --seeds "$SEEDS" --noiser-recipe "$NOISER_RECIPE" --device "$DEVICE" --out "$R" \
+      "${LP[@]}" --results "$RES"
+    R="$R/runs"  # the last seed's models
+    step "fidelity-$setting" $PY benchmarks/fidelity.py --noiser "$R/noiser" --dm "$R/dm" --device "$DEVICE" --results "$RES"
     if [ "$setting" = cond ]; then  # editing needs class-conditional models
       step edit $PY -m alignlearn probe edit --noiser "$R/noiser" --decoder "$R/cm" --data "$DATA" "${DD[@]}" \
         --guidance 1,2,4 --per-class 10 --device "$DEVICE" --out "$WORK/edit"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +38,35 @@ def make_cfg(objective, data, a, recipe=None):
                            num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir, data_source=data[0].source)
 
 
+def train_and_probe(a, data, seed: int, out: Path) -> tuple[dict, dict]:
+    """The three models for one seed, packed under out/runs, and their reconstruction report."""
+    runs, budget = {}, {}
+    a.seed = seed
+    with tempfile.TemporaryDirectory() as tmp:
+        for role, objective in (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm")):
+            t0 = time.time()
+            recipe = parse_variant(a.noiser_recipe) if role == "noiser" else None
+            result = train(make_cfg(objective, data, a, recipe), Path(tmp) / role, show_progress=False, data=data)
+            rate = steady_img_per_s(read_metrics(Path(tmp) / role), result.img_per_s)
+            budget[role] = {"steps": result.step, "seconds": time.time() - t0, "img_per_s": rate}
+            print(f"seed {seed}, {role}: {result.step} steps in {budget[role]['seconds']:.0f} s ({rate:.0f} img/s)", flush=True)
+            runs[role] = pack_run(Path(tmp) / role, out / "runs" / role)
+        report = run_recon(runs["noiser"], runs["cm"], runs["dm"], refine=a.refine, refine_lr=1.0, num_images=a.num_images,
+                           batch_size=256 if a.device.startswith("cuda") else 64, out_dir=out / "probe", device=a.device,
+                           lpips_weights=a.lpips_weights)
+    (out / "budget.json").write_text(json.dumps(budget, indent=2) + "\n")
+    return report, budget
+
+
+def spread(values: list[float | None], digits: int) -> str:
+    """mean ± std over seeds (one value: itself); 'unavailable' when a metric was not computed."""
+    if any(v is None for v in values):
+        return "unavailable"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits")
@@ -46,7 +76,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--class-cond", action="store_true")
-    p.add_argument("--seed", type=int, default=0, help="training seed of the three models")
+    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2: one row per pairing with mean ± std")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--noiser-recipe", default="default", help="noiser recipe knobs, e.g. 's1=20;target=stopgrad' (see noiser_recipes.py)")
@@ -54,50 +84,42 @@ def main(argv=None):
     p.add_argument("--refine", type=int, default=20)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--out", default="bench_recon")
+    p.add_argument("--lpips-weights", default=None, help="LPIPS alex weights (safetensors)  [default: $ALIGNLEARN_LPIPS_WEIGHTS, else torchvision's]")
     p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     a = p.parse_args(argv)
     from alignlearn.distributed import resolve_device
 
     a.device = str(resolve_device(a.device))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in a.seeds.split(",")]
     data = load_data(a.data, a.data_dir)
-    runs, budget = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for role, objective in (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm")):
-            t0 = time.time()
-            recipe = parse_variant(a.noiser_recipe) if role == "noiser" else None
-            result = train(make_cfg(objective, data, a, recipe), Path(tmp) / role, show_progress=False, data=data)
-            rate = steady_img_per_s(read_metrics(Path(tmp) / role), result.img_per_s)
-            budget[role] = {"steps": result.step, "seconds": time.time() - t0, "img_per_s": rate}
-            print(f"{role}: {result.step} steps in {budget[role]['seconds']:.0f} s ({rate:.0f} img/s)", flush=True)
-            runs[role] = pack_run(Path(tmp) / role, out / "runs" / role)
-        report = run_recon(runs["noiser"], runs["cm"], runs["dm"], refine=a.refine, refine_lr=1.0, num_images=a.num_images,
-                           batch_size=256 if a.device.startswith("cuda") else 64, out_dir=out / "probe", device=a.device)
-    (out / "budget.json").write_text(json.dumps(budget, indent=2) + "\n")
+    reports, budgets = [], []
+    for seed in seeds:  # the last seed's runs stay in --out/runs
+        report, budget = train_and_probe(a, data, seed, Path(a.out))
+        reports.append(report)
+        budgets.append(budget)
     cmd = "python benchmarks/recon.py " + " ".join(sys.argv[1:] if argv is None else argv)
     spent = f"{a.budget_s:.0f} s each (--time-budget): " + ", ".join(
-        f"{r} {b['steps']} steps ({b['seconds']:.0f} s wall incl. setup and compile)" for r, b in budget.items())
-    spent += f"; seed {a.seed}"
-    if a.noiser_recipe != "default":
-        spent += f"; noiser recipe {a.noiser_recipe}"
+        f"{r} {min(b[r]['steps'] for b in budgets)}-{max(b[r]['steps'] for b in budgets)} steps" for r in budgets[0])
+    spent += f"; seeds {a.seeds}" + (f"; noiser recipe {a.noiser_recipe}" if a.noiser_recipe != "default" else "")
     header = ["date", "device", "data (held-out images)", "setting", "preset", "training per model", "pairing", "NFE", "PSNR",
               "SSIM", "LPIPS", "s / batch", "command"]
     setting = "class-conditional (true label at encode and decode)" if a.class_cond else "unconditional"
-    for r in report["pairings"]:
-        lp = f"{r['lpips']:.4f}" if r["lpips"] is not None else "unavailable"
+    first = reports[0]
+    for i, r in enumerate(first["pairings"]):
+        per_seed = [rep["pairings"][i] for rep in reports]
         record_row(a.results, "reconstruction", header, [
-            str(dt.date.today()), report["device"], f"{report['data']} ({report['num_images']})", setting, a.preset, spent,
-            r["pairing"], f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", lp,
-            f"{r['total_s_per_batch']:.4f} (batch {report['batch_size']})", f"`{cmd}`"])
-    rows = {r["pairing"]: r for r in report["pairings"]}
+            str(dt.date.today()), first["device"], f"{first['data']} ({first['num_images']})", setting, a.preset, spent,
+            r["pairing"], f"{r['encode_nfe']} + {r['decode_nfe']}", spread([q["psnr"] for q in per_seed], 2),
+            spread([q["ssim"] for q in per_seed], 4), spread([q["lpips"] for q in per_seed], 4),
+            f"{r['total_s_per_batch']:.4f} (batch {first['batch_size']})", f"`{cmd}`"])
+    rows = {r["pairing"]: r for r in first["pairings"]}
     if "CT_Inv+CM" in rows and "DDIM_Inv+DM" in rows:
         speed = rows["DDIM_Inv+DM"]["encode_s_per_batch"] / rows["CT_Inv+CM"]["encode_s_per_batch"]
         trip = rows["DDIM_Inv+DM"]["total_s_per_batch"] / rows["CT_Inv+CM"]["total_s_per_batch"]
         record_row(a.results, "speed_ratio",
                    ["date", "device", "data", "preset", "encode speed-up (CT_Inv vs DDIM_Inv 30)", "round-trip speed-up (CT_Inv+CM vs DDIM_Inv+DM 30+30)", "command"],
-                   [str(dt.date.today()), report["device"], a.data, a.preset, f"{speed:.1f}x", f"{trip:.1f}x", f"`{cmd}`"])
-    print((out / "probe" / "report.md").read_text())
+                   [str(dt.date.today()), first["device"], a.data, a.preset, f"{speed:.1f}x", f"{trip:.1f}x", f"`{cmd}`"])
+    print((Path(a.out) / "probe" / "report.md").read_text())
 
 
 if __name__ == "__main__":
