@@ -111,22 +111,17 @@ def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=N
     name = f"step_{step:08d}"
     final = root / name
     pointer = root / LATEST
-    if final.is_dir() and pointer.is_file() and read_json(pointer).get("path") == name:
+    if final.is_dir() and _named(pointer) == name:
         return final  # this step is saved already, and latest.json names it: never remove that folder
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-    os.chmod(tmp, 0o777 & ~_umask())
-    save_file(_cpu(model.state_dict()), str(tmp / "model.safetensors"))
-    save_file(_cpu(ema.module.state_dict()), str(tmp / "ema.safetensors"))
-    if target is not None:
-        save_file(_cpu(target.module.state_dict()), str(tmp / "target.safetensors"))
-    opt_tensors, opt_meta = flatten_optimizer(optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    sums = {f.name: sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
-    write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta, "sha256": sums})
-    for f in tmp.iterdir():  # the data on disk before any name points at it
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(tmp)
+    tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+        _write_checkpoint(tmp, model=model, ema=ema, optimizer=optimizer, target=target, state={**state, "step": step})
+    except (OSError, SafetensorError) as e:  # a full disk, a read-only or vanished folder: the last checkpoint stays
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"; {pointer} still names {_named(pointer)}" if _named(pointer) else ""
+        raise UserError(f"cannot write checkpoint {name} in {root}: {getattr(e, 'strerror', None) or e}{kept}") from None
     if final.exists():  # a complete copy that latest.json does not name (a crash between rename and pointer)
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -136,6 +131,33 @@ def save_checkpoint(run_dir: Path, step: int, *, model, ema, optimizer, target=N
     for p in old[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def _named(pointer: Path) -> str | None:
+    """The checkpoint folder latest.json names, or None (no file, or not a pointer)."""
+    try:
+        name = json.loads(pointer.read_text()).get("path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _write_checkpoint(tmp: Path, *, model, ema, optimizer, target, state: dict) -> None:
+    """Every file of a checkpoint into tmp, each fsynced, with the SHA-256 of each weights file in state.json."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    save_file(_cpu(model.state_dict()), str(tmp / "model.safetensors"))
+    save_file(_cpu(ema.module.state_dict()), str(tmp / "ema.safetensors"))
+    if target is not None:
+        save_file(_cpu(target.module.state_dict()), str(tmp / "target.safetensors"))
+    opt_tensors, opt_meta = flatten_optimizer(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    sums = {f.name: sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
+    write_json_atomic(tmp / "state.json", {**state, "optimizer": opt_meta, "sha256": sums})
+    for f in tmp.iterdir():  # the data on disk before any name points at it; ordinary file modes
+        os.chmod(f, 0o666 & ~_umask())
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(tmp)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -148,9 +170,8 @@ def latest_checkpoint(run_dir: Path) -> Path:
     pointer = run_dir / CKPT_DIR / LATEST
     if not pointer.is_file():
         raise UserError(f"{run_dir} holds no checkpoint (no {CKPT_DIR}/{LATEST}); is it an alignlearn run folder?")
-    name = read_json(pointer)
-    name = name.get("path") if isinstance(name, dict) else None
-    if not isinstance(name, str) or not name.startswith("step_") or "/" in name:
+    name = _named(pointer)
+    if name is None or not name.startswith("step_") or "/" in name:
         raise UserError(f"{pointer} is corrupt: it names no checkpoint folder")
     path = run_dir / CKPT_DIR / name
     if not (path / "state.json").is_file():

@@ -171,13 +171,33 @@ def _torchvision(name: str, data_dir: Path) -> tuple[ImageData, ImageData]:
     return out[0], out[1]
 
 
+def image_files(path: Path) -> list[Path]:
+    """Every image file under path, following symbolic links to folders and files alike (each real folder
+    once, so a link cycle ends), in a stable order."""
+    import os
+
+    files, seen = [], set()
+    for folder, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        files += [Path(folder) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and (Path(folder) / n).is_file()]
+    return sorted(files)
+
+
 def load_folder(path: Path, image_size: int | None = None) -> tuple[ImageData, ImageData]:
-    """Images under PATH/CLASS/*.png (class = subfolder name; files directly in PATH form one class)."""
+    """Images under PATH/CLASS/*.png (class = subfolder name; files directly in PATH form one class), symbolic
+    links followed. All are resized to --image-size, else to the most common size among them (square)."""
+    import sys
+    from collections import Counter
+
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_dir():
         raise UserError(f"image folder {path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(path)
     if not files:
         raise UserError(f"image folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     classes = sorted({p.parent.relative_to(path).as_posix() for p in files})
@@ -186,10 +206,14 @@ def load_folder(path: Path, image_size: int | None = None) -> tuple[ImageData, I
         try:
             with Image.open(p) as im:
                 pil.append(im.copy())
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise UserError(f"cannot read image {p}: {e}") from None
     grey = all(im.mode in ("L", "1", "I;16", "I") for im in pil)
-    size = image_size or pil[0].size[0]
+    size = image_size or Counter(im.size[0] for im in pil).most_common(1)[0][0]
+    far = [p for p, im in zip(files, pil) if max(im.size) > 2 * size or min(im.size) * 2 < size]
+    if far:
+        print(f"warning: {len(far)} of {len(files)} images in {path} are resized by more than 2x to {size}x{size} "
+              f"(first: {far[0]}); pass --image-size to choose the size", file=sys.stderr)
     arrays = [np.asarray(im.convert("L" if grey else "RGB").resize((size, size), Image.BICUBIC)) for im in pil]
     x = torch.as_tensor(np.stack(arrays))
     x = to_unit_range(x[:, None] if grey else x.permute(0, 3, 1, 2))

@@ -21,8 +21,11 @@ class RunLock:
         self._file = None
 
     def acquire(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        f = open(run_dir / LOCK, "a+")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            f = open(run_dir / LOCK, "a+")
+        except OSError as e:
+            raise UserError(f"cannot write to {run_dir}: {e.strerror or e}") from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -10,7 +10,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from alignlearn.data import IMAGE_SUFFIXES
+from alignlearn.data import image_files
 from alignlearn.errors import UserError
 
 
@@ -45,14 +45,14 @@ def collect_inputs(inputs: list[Path]) -> tuple[list[np.ndarray], list[str]]:
             arrays.append(a if a.ndim == 4 else a[None])
             names += [f"{p}[{i}]" for i in range(len(arrays[-1]))]
             continue
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
+        files = image_files(p) if p.is_dir() else [p]
         if p.is_dir() and not files:
             raise UserError(f"{p} holds no images")
         for f in files:
             try:
                 with Image.open(f) as im:
                     a = np.asarray(im.convert("L") if im.mode in ("L", "1", "I", "I;16") else im.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as e:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
                 raise UserError(f"cannot read image {f}: {e}") from None
             arrays.append((a[None, :, :, None] if a.ndim == 2 else a[None]).astype(np.uint8))
             names.append(str(f))

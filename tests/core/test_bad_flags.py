@@ -47,3 +47,31 @@ def test_encode_refuses_a_zero_batch_and_an_existing_names_file(tmp_path):
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert (tmp_path / "x.names.txt").read_text() == "kept\n" and not (tmp_path / "x.npy").exists()
+
+
+def test_image_folders_follow_links_take_the_common_size_and_refuse_bombs(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from alignlearn.data import load_folder
+    from alignlearn.errors import UserError
+
+    elsewhere = tmp_path / "elsewhere" / "b"
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "imgs" / "a" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(elsewhere / f"{i}.png")
+    (tmp_path / "imgs" / "b").symlink_to(elsewhere, target_is_directory=True)  # a linked class folder is followed
+    (tmp_path / "imgs" / "b" / "loop").symlink_to(tmp_path / "imgs", target_is_directory=True)  # a cycle ends
+    Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(tmp_path / "imgs" / "a" / "big.png")
+    train, test = load_folder(tmp_path / "imgs")
+    assert len(train) + len(test) == 17 and train.shape == (1, 16, 16) and train.num_classes == 2  # the common size
+    assert "resized by more than 2x to 16x16" in capsys.readouterr().err
+    Image.MAX_IMAGE_PIXELS, old = 1000, Image.MAX_IMAGE_PIXELS  # a decompression bomb, as far as Pillow can tell
+    try:
+        with pytest.raises(UserError, match="cannot read image"):
+            load_folder(tmp_path / "imgs")
+    finally:
+        Image.MAX_IMAGE_PIXELS = old

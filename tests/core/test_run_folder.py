@@ -143,3 +143,38 @@ def test_damaged_checkpoints_are_one_error_line_naming_the_file(tmp_path, damage
                           capture_output=True, text=True, timeout=300, env=ENV)
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_a_full_disk_is_one_error_line_and_the_last_checkpoint_stays(tmp_path):
+    import resource
+
+    run = tmp_path / "run"
+    train(tiny_config("ct-inversion", steps=2), run, show_progress=False, data=digits())
+
+    def small_files():  # every file this process writes stops at 200 kB, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(run), "--resume", "--steps", "4"],
+                          capture_output=True, text=True, timeout=300, env=ENV, preexec_fn=small_files)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert "cannot write checkpoint step_00000004" in lines[0] and "still names step_00000002" in lines[0]
+    assert latest(run) == "step_00000002" and not list((run / "checkpoints").glob(".step_*"))
+    train(tiny_config("ct-inversion", steps=4), run, resume=True, show_progress=False, data=digits())  # room again
+
+
+def test_an_unwritable_out_is_one_error_line(tmp_path):
+    """A folder that cannot be made (here under a file: root may write anywhere, so no read-only folder would do)."""
+    (tmp_path / "a_file").write_text("not a folder\n")
+    with pytest.raises(UserError, match="cannot write to"):
+        train(tiny_config("ct-inversion", steps=2), tmp_path / "a_file" / "run", show_progress=False, data=digits())
+
+
+def test_checkpoint_files_have_ordinary_modes(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config("ct-inversion", steps=2), run, show_progress=False, data=digits())
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (run / "checkpoints" / latest(run)).iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
