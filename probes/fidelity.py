@@ -24,7 +24,7 @@ from alignlearn.samplers import ddim_invert, encode, ode_sample
 from alignlearn.schedule import karras_sigmas
 from alignlearn.timing import device_name
 
-from .loading import Loaded, check_compatible, evaluation_split, load_role
+from .loading import Loaded, evaluation_split, load_noiser_and_dm
 from .recon import batched, evenly_spaced
 
 REF_STEPS = 256  # Heun steps of a DM reference; RK4 steps in ln t of an exact one
@@ -131,11 +131,7 @@ def _timed(fn):
 def run_fidelity(noiser, dm=None, *, data=None, data_dir=None, num_images: int = 256, ref_steps: int = REF_STEPS,
                  batch_size: int = 64, out_dir="fidelity", device: str = "cpu") -> dict:
     """Every check that can refuse the inputs runs before anything is computed or written."""
-    n = load_role(noiser, "noiser", "noiser", device)
-    if n is None:
-        raise UserError("--noiser is required")
-    d = load_role(dm, "dm", "edm", device)
-    check_compatible([m for m in (n, d) if m is not None])
+    n, d = load_noiser_and_dm(noiser, dm, device)
     train, test = evaluation_split(n, data, data_dir)
     gmm = exact_mixture(test.name)
     if gmm is None and d is None:

@@ -25,7 +25,7 @@ from alignlearn.samplers import ddim_invert
 from alignlearn.schedule import karras_sigmas
 
 from .features import DEFAULT_BLOCK, noiser_features
-from .loading import check_compatible, evaluation_split, load_role
+from .loading import evaluation_split, load_noiser_and_dm
 
 
 def probe_accuracy(X: np.ndarray, y: np.ndarray, seeds: int, test_size: float = 0.2) -> list[float]:
@@ -49,11 +49,7 @@ def run_linear(noiser, dm=None, *, data=None, data_dir=None, block: str = DEFAUL
                max_images: int = 5000, ddim_steps: int = 30, out_dir="linear", device: str = "cpu") -> dict:
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
-    n = load_role(noiser, "noiser", "noiser", device)
-    if n is None:
-        raise UserError("--noiser is required")
-    d = load_role(dm, "dm", "edm", device)
-    check_compatible([m for m in (n, d) if m is not None])
+    n, d = load_noiser_and_dm(noiser, dm, device)
     train, test = evaluation_split(n, data, data_dir)
     images = torch.cat([train.images, test.images])
     labels = torch.cat([train.labels, test.labels]).numpy()

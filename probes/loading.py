@@ -45,6 +45,16 @@ def load_role(path: str | Path | None, role: str, kind: str | tuple[str, ...], d
     return Loaded(role, Path(path), model, cfg)
 
 
+def load_noiser_and_dm(noiser, dm, device) -> tuple[Loaded, Loaded | None]:
+    """A required noiser run and an optional diffusion-model run, checked against each other."""
+    n = load_role(noiser, "noiser", "noiser", device)
+    if n is None:
+        raise UserError("--noiser is required")
+    d = load_role(dm, "dm", "edm", device)
+    check_compatible([m for m in (n, d) if m is not None])
+    return n, d
+
+
 def check_compatible(models: list[Loaded]) -> None:
     """Same image shape everywhere; conditional models agree on their class count."""
     if not models:

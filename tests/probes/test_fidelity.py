@@ -52,7 +52,9 @@ def gmm_noisers(tmp_path_factory):
 
 
 def with_model(monkeypatch, mode, steps):
-    real = fidelity.load_role
+    import alignlearn.probes.loading as loading
+
+    real = loading.load_role
 
     def load_role(path, role, kind, device, expected=None):
         loaded = real(path, role, kind, device, expected)
@@ -60,7 +62,7 @@ def with_model(monkeypatch, mode, steps):
             loaded = dataclasses.replace(loaded, model=ExactNoiser(digits_mixture(), loaded.model.eps, loaded.model.T, steps, mode))
         return loaded
 
-    monkeypatch.setattr(fidelity, "load_role", load_role)
+    monkeypatch.setattr(loading, "load_role", load_role)
 
 
 @pytest.mark.parametrize("cond", ["cond", "uncond"])
