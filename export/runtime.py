@@ -104,6 +104,17 @@ def _meta_from_text(text: str | None, path: Path) -> EncoderMeta:
         raise UserError(f"{path} is not an alignlearn encoder export: {e}") from None
 
 
+def check_graph_against_meta(inputs: dict, meta: EncoderMeta, path: Path) -> None:
+    """The graph's inputs must be what its metadata promises: the image shape (any batch), labels iff classes."""
+    images = inputs.get("images")
+    if images is None or [d if isinstance(d, int) else None for d in images[1:]] != list(meta.image_shape):
+        raise UserError(f"{path}: its metadata says images of shape {tuple(meta.image_shape)} but its graph takes "
+                        f"{images}; the file was altered or is not an alignlearn export")
+    if ("labels" in inputs) != bool(meta.num_classes):
+        raise UserError(f"{path}: its metadata says {meta.num_classes} classes but its graph "
+                        f"{'takes' if 'labels' in inputs else 'takes no'} labels; the file was altered")
+
+
 def cuda_device_count() -> int:
     """CUDA devices the driver reports (0 without a driver), read through libcuda without torch."""
     import ctypes
@@ -150,6 +161,7 @@ class _OrtBackend:
             raise UserError(f"ONNX Runtime could not load {path}: {str(e).splitlines()[0][:200]}") from None
         self.providers = self.session.get_providers()
         self.max_batch = None
+        check_graph_against_meta({i.name: i.shape for i in self.session.get_inputs()}, meta, path)
 
     def run(self, x: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {"images": x}

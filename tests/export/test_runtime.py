@@ -105,6 +105,22 @@ def test_onnx_file_that_is_not_an_alignlearn_export(tmp_path):
         Encoder(path)
 
 
+@pytest.mark.parametrize("edit", ["image shape", "classes"])
+def test_metadata_that_disagrees_with_the_graph_is_refused(onnx_files, tmp_path, edit):
+    model = onnx.load(str(onnx_files["cond"].onnx))
+    entry = next(p for p in model.metadata_props if p.key == "alignlearn")
+    meta = json.loads(entry.value)
+    if edit == "image shape":
+        meta["image_shape"] = [3, 32, 32]
+    else:
+        meta["num_classes"] = 0
+    entry.value = json.dumps(meta)
+    path = tmp_path / "altered.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UserError, match="metadata says .* graph"):
+        Encoder(path)
+
+
 def test_backend_choice_errors(onnx_files, noiser_runs, tmp_path):
     with pytest.raises(UserError, match="unknown backend"):
         Encoder(onnx_files["uncond"].onnx, backend="tvm")
