@@ -28,7 +28,9 @@ from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.recon import run_recon
 from alignlearn.results import record_row
 from alignlearn.trainer import read_metrics, steady_img_per_s, train
-from noiser_recipes import parse_variant  # benchmarks/ is on sys.path when this script runs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded as a module
+from noiser_recipes import parse_variant  # noqa: E402
 
 
 def make_cfg(objective, data, a, recipe=None):
