@@ -80,15 +80,20 @@ def test_sigkill_in_the_save_path(tmp_path, uninterrupted, point):
 
 @pytest.mark.slow
 def test_two_quick_interrupts(tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "alignlearn", *TRAIN[:2], "100000", *TRAIN[3:], "--log-every", "1",
-                             "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    args = ["train", "--steps", "300", "--batch-size", "8", "--log-every", "1", "--ckpt-every", "100000", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "alignlearn", *args, "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     while not (run / "metrics.jsonl").is_file():
         assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.1)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # the second Ctrl-C does not cut the save short
     _, err = proc.communicate(timeout=300)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert proc.returncode == 130 and len(lines) == 1 and lines[0].startswith("stopped: interrupted"), err
     assert (latest_checkpoint(run) / "state.json").is_file()
+    assert alignlearn(*args, "--out", str(run), "--resume").returncode == 0
+    assert alignlearn(*args, "--out", str(reference)).returncode == 0
+    weights = [(latest_checkpoint(f) / "model.safetensors").read_bytes() for f in (run, reference)]
+    assert weights[0] == weights[1]  # resumed, it ends where the uninterrupted run does
