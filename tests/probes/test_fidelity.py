@@ -129,26 +129,17 @@ def test_bad_inputs_are_one_error_line_and_write_nothing(runs, gmm_noisers, tmp_
 
 
 def test_noiser_and_dm_of_other_shapes_or_classes_are_refused(runs, tmp_path):
-    import torch.nn.functional as nnf
-
-    from alignlearn.data import ImageData
     from alignlearn.errors import UserError
 
     from ..core.helpers import digits
+    from .conftest import mismatched_runs
 
-    tr, te = digits()
-    small = tuple(ImageData("digits8", nnf.avg_pool2d(d.images, 2), d.labels, 10) for d in (tr, te))
-    cfg = make_run_config(ObjectiveConfig("edm"), TrainConfig(steps=2, batch_size=8, device="cpu"), data_name="digits8",
-                          shape=small[0].shape, num_classes=10, preset="tiny")
-    train(cfg, tmp_path / "dm8", show_progress=False, data=small)
+    dm8, dm5 = mismatched_runs("edm", tmp_path)
     with pytest.raises(UserError, match="shape"):
-        fidelity.run_fidelity(runs["noiser"], tmp_path / "dm8", out_dir=tmp_path / "o")
-    five = tuple(ImageData("digits", d.images[d.labels < 5], d.labels[d.labels < 5], 5) for d in (tr, te))
-    cfg5 = make_run_config(ObjectiveConfig("edm"), TrainConfig(steps=2, batch_size=8, device="cpu", class_cond=True),
-                           data_name="digits", shape=five[0].shape, num_classes=5, preset="tiny")
-    train(cfg5, tmp_path / "dm5", show_progress=False, data=five)
+        fidelity.run_fidelity(runs["noiser"], dm8, out_dir=tmp_path / "o")
     with pytest.raises(UserError, match="classes"):
-        fidelity.run_fidelity(runs["noiser"], tmp_path / "dm5", out_dir=tmp_path / "o")
+        fidelity.run_fidelity(runs["noiser"], dm5, out_dir=tmp_path / "o")
+    tr, te = digits()
     cfg_u = make_run_config(ObjectiveConfig("edm"), TrainConfig(steps=2, batch_size=8, device="cpu"), data_name="digits",
                             shape=tr.shape, num_classes=10, preset="tiny")
     train(cfg_u, tmp_path / "dm_uncond", show_progress=False, data=(tr, te))

@@ -7,7 +7,6 @@ import pytest
 
 from alignlearn.errors import UserError
 from alignlearn.probes.recon import run_recon
-from alignlearn.trainer import train
 
 from ..core.helpers import digits
 
@@ -63,25 +62,14 @@ def test_refinement_lowers_the_reconstruction_error(runs, tmp_path):
 
 
 def test_mismatched_models_are_refused(runs, tmp_path):
-    # a noiser trained on 16x16 digits and a denoiser trained on 8x8 images
-    from alignlearn.config import TrainConfig, make_run_config
-    from alignlearn.data import ImageData
-    from alignlearn.objectives import ObjectiveConfig
-    import torch.nn.functional as nnf
+    # a noiser trained on 16x16 digits and denoisers trained on 8x8 images or on 5 classes
+    from .conftest import mismatched_runs
 
-    tr, te = digits()
-    small = tuple(ImageData("digits8", nnf.avg_pool2d(d.images, 2), d.labels, 10) for d in (tr, te))
-    cfg = make_run_config(ObjectiveConfig("ct"), TrainConfig(steps=2, batch_size=8, device="cpu"), data_name="digits8",
-                          shape=small[0].shape, num_classes=10, preset="tiny")
-    train(cfg, tmp_path / "cm8", show_progress=False, data=small)
+    cm8, cm5 = mismatched_runs("ct", tmp_path)
     with pytest.raises(UserError, match="shape"):
-        run_recon(noiser=runs["noiser"], cm=tmp_path / "cm8", out_dir=tmp_path / "o")
-    five = tuple(ImageData("digits", d.images[d.labels < 5], d.labels[d.labels < 5], 5) for d in (tr, te))
-    cfg5 = make_run_config(ObjectiveConfig("ct"), TrainConfig(steps=2, batch_size=8, device="cpu", class_cond=True),
-                           data_name="digits", shape=five[0].shape, num_classes=5, preset="tiny")
-    train(cfg5, tmp_path / "cm5", show_progress=False, data=five)
+        run_recon(noiser=runs["noiser"], cm=cm8, out_dir=tmp_path / "o")
     with pytest.raises(UserError, match="classes"):
-        run_recon(noiser=runs["noiser"], cm=tmp_path / "cm5", out_dir=tmp_path / "o")
+        run_recon(noiser=runs["noiser"], cm=cm5, out_dir=tmp_path / "o")
 
 
 def test_wrong_kind_and_missing_files(runs, tmp_path):
