@@ -22,7 +22,7 @@ from alignlearn.errors import UserError
 from alignlearn.gmm import FLOOR, GaussianMixture, exact_mixture, principal_basis_of
 from alignlearn.samplers import ddim_invert, encode, ode_sample
 from alignlearn.schedule import karras_sigmas
-from alignlearn.timing import device_name
+from alignlearn.timing import device_name, synchronize
 
 from .loading import Loaded, evaluation_split, load_noiser_and_dm
 from .recon import batched, evenly_spaced
@@ -78,19 +78,13 @@ def dm_reference(dm: Loaded, x0, labels, steps: int) -> Reference:
     """Heun along a rising Karras grid through the DM (labels: the DM's own, or None), states kept at LEVELS
     grid points; halving the step bounds its discretisation error."""
     up = karras_sigmas(steps + 1, dm.model.eps, dm.model.T)
-    stops = set(evenly_spaced(steps, LEVELS + 1)[:-1].tolist())
-    y, x, points, levels = labels, x0, [], []
-    with torch.no_grad():
-        for i in range(steps):
-            if i in stops:
-                points.append(x.double())
-                levels.append(float(up[i]))
-            t, t_next = float(up[i]), float(up[i + 1])
-            tb = torch.full((len(x),), t, device=x.device)
-            d = (x - dm.model(x, tb, y)) / t
-            x_next = x + (t_next - t) * d
-            d_next = (x_next - dm.model(x_next, torch.full_like(tb, t_next), y)) / t_next
-            x = x + (t_next - t) * (d + d_next) / 2
+    stops = evenly_spaced(steps, LEVELS + 1)[:-1].tolist()
+    y, x, points, previous = labels, x0, [], 0
+    for i in stops + [steps]:  # sampler.ode_sample's Heun, segment by segment, keeping each stop's state
+        x = ode_sample(dm.model, x, up[previous : i + 1], labels=y, method="heun") if i > previous else x
+        points.append(x.double())
+        previous = i
+    points, levels = points[:-1], [float(up[i]) for i in stops]
     half = ode_sample(dm.model, x0, karras_sigmas(steps // 2 + 1, dm.model.eps, dm.model.T), labels=y, method="heun")
     change = _rel_change(half.double(), x.double())
     return Reference(f"the diffusion model's PF-ODE ({steps} Heun steps, {dm.path}): carries the DM's own error",
@@ -118,13 +112,11 @@ def agreement(z: torch.Tensor, ref: torch.Tensor, basis: torch.Tensor) -> dict:
             "std_ratio": float(z.std() / ref.std())}
 
 
-def _timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def _timed(fn, device):
+    synchronize(device)
     t0 = time.perf_counter()
     out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    synchronize(device)
     return out, time.perf_counter() - t0
 
 
@@ -164,7 +156,7 @@ def run_fidelity(noiser, dm=None, *, data=None, data_dir=None, num_images: int =
     rows = []
 
     def add(name, nfe, fn, y, against=None):
-        z, secs = _timed(lambda: batched(fn, x0, y, batch_size))
+        z, secs = _timed(lambda: batched(fn, x0, y, batch_size), device)
         rows.append({"encoder": name, "nfe": nfe, "seconds": secs,
                      **agreement(z, ref.endpoints if against is None else against, basis)})
         return z
