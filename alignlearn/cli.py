@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from .config import STEPS_CAP_WITH_BUDGET, DataConfig, TrainConfig
+from .config import STEPS_CAP_WITH_BUDGET, DataConfig, ModelConfig, TrainConfig
 from .errors import UserError
 from .export import cli as export_cli
 from .objectives import ObjectiveConfig, recipe_default_text
@@ -41,7 +41,12 @@ def _schedule_default(i: int) -> str:
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder: config.json, metrics.jsonl, checkpoints/, samples/."),
     objective: str = typer.Option(ObjectiveConfig.name, help="ct-inversion (noiser) | cd-inversion (noiser distilled from --teacher) | ct (consistency denoiser) | edm (diffusion denoiser)."),
-    teacher: Optional[Path] = typer.Option(None, help="cd-inversion: the diffusion-model (edm) run whose PF-ODE steps replace Algorithm 1's shared noise."),
+    teacher: Optional[Path] = typer.Option(None, help="cd-inversion: the diffusion-model (edm) run whose PF-ODE steps replace Algorithm 1's shared noise, or 'exact' (gmm-digits: the analytic denoiser)."),
+    teacher_solver: str = typer.Option(ObjectiveConfig.teacher_solver, help="cd-inversion: the teacher's step, euler | heun (second order, 2 NFE).", rich_help_panel=RECIPE),
+    teacher_steps: int = typer.Option(ObjectiveConfig.teacher_steps, help="cd-inversion: teacher steps per training pair (t_n, t_{n+k}).", rich_help_panel=RECIPE),
+    encode_mass: float = typer.Option(ObjectiveConfig.encode_mass, help="Noisers: extra probability on the pairs that start at the encoding levels (eps and each segment boundary).", rich_help_panel=RECIPE),
+    segments: int = typer.Option(ModelConfig.segments, help="Noiser segments K: encoding takes K evaluations, boundary to boundary (1: the one-step noiser)."),
+    init_from: Optional[Path] = typer.Option(None, help="Noiser warm start: a diffusion-model (edm) run of the same data and classes; the noiser begins as one Euler step of its PF-ODE."),
     data: str = typer.Option(DataConfig.name, help="digits | mnist | fashion-mnist | cifar10 | mnist-5k | folder:PATH"),
     data_dir: Optional[Path] = typer.Option(None, help="Where torchvision data sets live (raw files are read without a network)."),
     image_size: Optional[int] = typer.Option(None, help="Resize folder:PATH images to this size (default: the first image's)."),
@@ -111,7 +116,8 @@ def train(
             name=objective, step_schedule=step_schedule, s0=s0, s1=s1, scale_distribution=scale_distribution,
             p_mean=p_mean, p_std=p_std, distance=distance, huber_c=huber_c, weighting=weighting,
             target=target, target_ema=target_ema, curriculum_steps=curriculum_steps,
-            teacher=str(teacher) if teacher else None,
+            teacher=str(teacher) if teacher else None, teacher_solver=teacher_solver, teacher_steps=teacher_steps,
+            encode_mass=encode_mass,
         )
         tc = TrainConfig(
             steps=steps if steps is not None else (STEPS_CAP_WITH_BUDGET if time_budget else TC.steps), time_budget_s=time_budget,
@@ -119,12 +125,14 @@ def train(
             ema_decay=ema_decay, class_cond=class_cond, cond_drop=cond_drop, seed=seed, device=device, bf16=bf16,
             compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last, group_norm=group_norm,
             dropout_rng=dropout_rng, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every, log=log,
+            init_from=str(init_from) if init_from else None,
         )
         data_dir_s = str(data_dir) if data_dir else None
         data_pair = load_data(data, data_dir_s, image_size)
         cfg = make_run_config(
             obj, tc, data_name=data, shape=data_pair[0].shape, num_classes=data_pair[0].num_classes,
             preset=preset, data_dir=data_dir_s, image_size=image_size, dropout=dropout, data_source=data_pair[0].source,
+            segments=segments,
         )
     result = run_training(cfg, out, resume=resume, force=force, stop_after=stop_after, show_progress=not quiet, data=data_pair)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -28,6 +28,7 @@ class ModelConfig:
     sigma_data: float = SIGMA_DATA
     eps: float = EPS
     T: float = T_MAX
+    segments: int = 1  # a noiser's segments: encoding takes this many evaluations (precond.Noiser)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class TrainConfig:
     sample_every: int = 1000
     time_budget_s: float = 0.0  # > 0: the curriculum follows wall-clock time and training stops when it is spent
     log: str = "none"  # a tracker beside metrics.jsonl: none | tensorboard (tracking.py)
+    init_from: str | None = None  # a noiser's warm start: the diffusion-model run it begins as one Euler step of
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -140,15 +142,31 @@ def make_run_config(
     image_size: int | None = None,
     dropout: float | None = None,
     data_source: str = "",
+    segments: int = 1,
 ) -> RunConfig:
-    """A complete RunConfig: the objective decides the parameterisation, the data the backbone's shape."""
+    """A complete RunConfig: the objective decides the parameterisation, the data the backbone's shape,
+    --init-from (train.init_from) a noiser's backbone."""
     from .networks import preset_config
     from .objectives import PARAMETERISATION_OF
+    from .schedule import SCHEDULE_DEFAULTS
 
     if train.class_cond and num_classes < 2:
         raise UserError(f"--class-cond needs a labelled dataset; {data_name} has {num_classes} classes")
+    parameterisation = PARAMETERISATION_OF[objective.name]
+    grid = objective.s1 or SCHEDULE_DEFAULTS[objective.step_schedule][1]
+    if segments != 1 and parameterisation != "noiser":
+        raise UserError(f"--segments applies to noisers (ct-inversion, cd-inversion), not {objective.name}")
+    if not 1 <= segments <= grid:
+        raise UserError(f"--segments must be between 1 and the grid's {grid} intervals (--s1), got {segments}")
+    if train.init_from and parameterisation != "noiser":
+        raise UserError(f"--init-from warm-starts noisers (ct-inversion, cd-inversion), not {objective.name}")
     classes = num_classes if train.class_cond else 0
     backbone = preset_config(preset, image_shape=shape, num_classes=classes, dropout=dropout)
-    model = ModelConfig(PARAMETERISATION_OF[objective.name], backbone, preset)
+    model = ModelConfig(parameterisation, backbone, preset, segments=segments)
     data = DataConfig(data_name, data_dir, image_size, tuple(shape), num_classes, source=data_source)
-    return RunConfig(model, objective, data, train)
+    cfg = RunConfig(model, objective, data, train)
+    if train.init_from:
+        from .models import warm_start_config
+
+        model.backbone, model.preset = warm_start_config(train.init_from, cfg), ""
+    return cfg

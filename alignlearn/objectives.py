@@ -15,9 +15,12 @@ from torch import nn
 
 from .distances import make_distance
 from .errors import UserError
-from .schedule import RHO, STANDARD_NOISE, NoiseLevels, index_probs, karras_sigmas, lognormal_sigmas, sample_indices, steps_at
+from .samplers import ode_step
+from .schedule import (RHO, STANDARD_NOISE, NoiseLevels, index_probs, karras_sigmas, lognormal_sigmas, sample_indices,
+                       segment_boundaries, steps_at, with_boundaries)
 
 OBJECTIVES = ("ct-inversion", "cd-inversion", "ct", "edm")
+TEACHER_SOLVERS = ("euler", "heun")
 WEIGHTINGS = ("inverse-dt", "uniform")
 TARGETS = ("stopgrad", "ema")
 
@@ -65,6 +68,9 @@ class ObjectiveConfig:
     rho: float = RHO
     curriculum_steps: int | None = None
     teacher: str | None = None  # cd-inversion: the diffusion-model run whose PF-ODE step replaces the shared z
+    teacher_solver: str = "euler"  # cd-inversion: the teacher's step, euler or heun (second order, 2 NFE)
+    teacher_steps: int = 1  # cd-inversion: teacher steps per pair, (t_n, t_{n+k}); clipped at a segment boundary
+    encode_mass: float = 0.0  # noisers: extra probability on the pairs that start where encoding evaluates f
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -72,9 +78,13 @@ class ObjectiveConfig:
         for key, value in RECIPE_DEFAULTS[self.name].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        for name in ("s0", "s1", "curriculum_steps"):
+        if self.teacher_solver not in TEACHER_SOLVERS:
+            raise UserError(f"unknown teacher solver {self.teacher_solver!r}; choose from {', '.join(TEACHER_SOLVERS)}")
+        for name in ("s0", "s1", "curriculum_steps", "teacher_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.encode_mass < 1.0:
+            raise UserError(f"--encode-mass must be in [0, 1), got {self.encode_mass}")
         if not 0.0 <= self.target_ema < 1.0:
             raise UserError(f"--target-ema must be in [0, 1), got {self.target_ema}")
         for name in ("p_mean", "p_std", "huber_c", "rho"):
@@ -118,6 +128,7 @@ class ConsistencyPairLoss:
         steps_at(0, total_steps, cfg.step_schedule, cfg.s0, cfg.s1)  # validate the schedule name
         self.distance = make_distance(cfg.distance, data_dim, cfg.huber_c)
         self._grids: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.boundaries: torch.Tensor | None = None  # a multi-segment noiser's s_0..s_K, part of every grid
 
     def num_steps(self, step: int) -> int:
         return steps_at(step, self.total_steps, self.cfg.step_schedule, self.cfg.s0, self.cfg.s1)
@@ -129,7 +140,11 @@ class ConsistencyPairLoss:
         if key not in self._grids:
             c = self.cfg
             t = karras_sigmas(N, self.noise.eps, self.noise.T, c.rho)
+            if self.boundaries is not None:
+                t = with_boundaries(t, self.boundaries)
             p = index_probs(t, c.scale_distribution, c.p_mean, c.p_std)
+            if c.encode_mass:
+                p = self.with_encode_mass(t, p, c.encode_mass)
             self._grids[key] = (_upload(t.float(), device), _upload(p.float(), device))
         return self._grids[key]
 
@@ -150,6 +165,16 @@ class ConsistencyPairLoss:
     def online_and_target(self, x_n, x_n1, t_n, t_n1):
         raise NotImplementedError
 
+    def at_boundaries(self, target, x_tg, t_tg):
+        return target
+
+    def with_encode_mass(self, t: torch.Tensor, p: torch.Tensor, mass: float) -> torch.Tensor:
+        """P moved by `mass` onto the pairs starting at the levels encoding evaluates (eps, inner boundaries):
+        encoding reads f only there, while a fine grid gives each of them 1/(N-1) of the pairs."""
+        levels = t[:1] if self.boundaries is None else self.boundaries[:-1].to(t)
+        starts = (t[:-1, None] == levels[None]).any(1)
+        return (1 - mass) * p + mass * starts.to(p) / starts.sum()
+
     # Scale that brings both outputs to unit scale before d, so that the pseudo-Huber c means what iCT tuned.
     output_scale = 1.0
 
@@ -158,20 +183,44 @@ class ConsistencyPairLoss:
         (x_on, t_on), (x_tg, t_tg) = self.online_and_target(x_n, x_n1, t_n, t_n1)
         with torch.no_grad(), _replay_rng(x0.device):
             target = target_model(x_tg, t_tg, labels).float()
+        target = self.at_boundaries(target, x_tg, t_tg)
         online = model(x_on, t_on, labels).float()
         d = self.distance(online * self.output_scale, target * self.output_scale)
         return self.weight(t_n, t_n1) * d
 
 
 class CTInversionLoss(ConsistencyPairLoss):
-    """Algorithm 1: the higher noise level x_{n+1} is the target, f(x_T, T) = x_T anchors the chain."""
+    """Algorithm 1: the higher noise level x_{n+1} is the target, f(x_T, T) = x_T anchors the chain.
+
+    A K-segment noiser (noise.segments) has a boundary condition at every s_k: a pair ending on a
+    boundary takes x_{n+1} itself as its target, since f(x, s_k) already maps on to s_{k+1}.
+    """
 
     def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, noise: NoiseLevels = STANDARD_NOISE):
         super().__init__(cfg, total_steps, data_dim, noise)
         self.output_scale = 1.0 / math.sqrt(noise.T**2 + noise.sigma_data**2)
+        segments = getattr(noise, "segments", 1)
+        if segments > 1:
+            self.boundaries = segment_boundaries(segments, noise.eps, noise.T, cfg.rho)
 
     def online_and_target(self, x_n, x_n1, t_n, t_n1):
         return (x_n, t_n), (x_n1, t_n1)
+
+    def at_boundaries(self, target, x_tg, t_tg):
+        if self.boundaries is None:
+            return target
+        on_boundary = (t_tg[:, None] == self.boundaries.to(t_tg)[None, 1:-1]).any(1)
+        return torch.where(on_boundary.view((-1,) + (1,) * (target.ndim - 1)), x_tg.to(target.dtype), target)
+
+    def segment_stops(self, t: torch.Tensor) -> torch.Tensor:
+        """For each pair start n, the grid index of the next boundary above t_n (N-1, i.e. T, with one segment)."""
+        is_stop = torch.zeros(len(t), dtype=torch.bool, device=t.device)
+        is_stop[-1] = True
+        if self.boundaries is not None:
+            is_stop |= (t[:, None] == self.boundaries.to(t)[None]).any(1)
+        stops = torch.nonzero(is_stop).flatten()
+        n = torch.arange(len(t) - 1, device=t.device)
+        return stops[torch.searchsorted(stops, n, right=True)]
 
 
 class CTLoss(ConsistencyPairLoss):
@@ -200,9 +249,13 @@ class EDMLoss:
 
 
 class CDInversionLoss(CTInversionLoss):
-    """Distillation for the inverse direction: x_{n+1} is one Euler step of the PF-ODE up from x_n with a
-    trained diffusion denoiser D, x_{n+1} = x_n + (t_{n+1} - t_n)(x_n - D(x_n, t_n))/t_n, instead of
-    Algorithm 1's one-sample estimate (x_n - x0)/t_n. Lower variance, at the cost of needing D (iCD)."""
+    """Distillation for the inverse direction: x_{n+1} is a step of the PF-ODE up from x_n with a trained
+    diffusion denoiser D, Euler x_{n+1} = x_n + (t_{n+1} - t_n)(x_n - D(x_n, t_n))/t_n or Heun, instead of
+    Algorithm 1's one-sample estimate (x_n - x0)/t_n. Lower variance, at the cost of needing D (iCD).
+
+    With teacher_steps k the pair is (t_n, t_m), m = n + k, reached by k teacher steps along the grid, so
+    that the boundary condition crosses k intervals per alignment; m stops at the next segment boundary.
+    """
 
     def __init__(self, cfg: ObjectiveConfig, total_steps: int, data_dim: int, teacher: nn.Module | None = None,
                  noise: NoiseLevels = STANDARD_NOISE):
@@ -210,14 +263,22 @@ class CDInversionLoss(CTInversionLoss):
         if teacher is None:
             raise UserError("cd-inversion needs --teacher: a trained diffusion-model (edm) run")
         self.teacher = teacher
+        self._stops: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def pair(self, x0: torch.Tensor, step: int, labels=None):
-        t_n, t_n1, x_n, _ = super().pair(x0, step, labels)
-        shape = (-1,) + (1,) * (x0.ndim - 1)
+        t, p = self.grid(step, x0.device)
+        key = (len(t), x0.device)
+        if key not in self._stops:
+            self._stops[key] = self.segment_stops(t)
+        n = sample_indices(p, x0.shape[0])
+        m = torch.minimum(n + self.cfg.teacher_steps, self._stops[key][n])
+        x_n = x0 + t[n].view((-1,) + (1,) * (x0.ndim - 1)) * torch.randn_like(x0)
+        x = x_n
         with torch.no_grad():
-            D = self.teacher(x_n, t_n, labels).float()
-        x_n1 = x_n + (t_n1 - t_n).view(shape) * (x_n - D) / t_n.view(shape)
-        return t_n, t_n1, x_n, x_n1
+            for j in range(self.cfg.teacher_steps):  # a pair that has reached t_m steps by zero
+                a, b = t[torch.minimum(n + j, m)], t[torch.minimum(n + j + 1, m)]
+                x = ode_step(self.teacher, x, a, b, labels, self.cfg.teacher_solver)
+        return t[n], t[m], x_n, x
 
 
 LOSSES = {"ct-inversion": CTInversionLoss, "cd-inversion": CDInversionLoss, "ct": CTLoss, "edm": EDMLoss}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .schedule import EPS, SIGMA_DATA, T_MAX
+from .schedule import EPS, SIGMA_DATA, T_MAX, segment_boundaries
 
 
 class Preconditioned(nn.Module):
@@ -36,13 +36,32 @@ class Preconditioned(nn.Module):
 
 
 class Noiser(Preconditioned):
-    """CT-Inversion: maps x_t to the trajectory's end x_T; f(x_T, T) = x_T exactly."""
+    """CT-Inversion: maps x_t to the trajectory's end x_T; f(x_T, T) = x_T exactly.
+
+    With K segments (boundaries eps = s_0 < ... < s_K = T), f maps x_t for t in [s_{k-1}, s_k) to
+    x_{s_k}: c_out = s_k - t, so f tends to the identity as t reaches s_k from below and encoding
+    takes K evaluations (samplers.encode). K = 1 is the report's one-step noiser.
+    """
 
     kind = "noiser"
 
+    def __init__(self, backbone: nn.Module, sigma_data: float = SIGMA_DATA, eps: float = EPS, T: float = T_MAX,
+                 segments: int = 1):
+        super().__init__(backbone, sigma_data, eps, T)
+        self.segments = int(segments)
+        self.boundaries = [float(s) for s in segment_boundaries(self.segments, self.eps, self.T)]
+
+    def segment_end(self, t: torch.Tensor) -> torch.Tensor:
+        """s_k for t in [s_{k-1}, s_k); T for t = T (the last point maps to itself). A chain of
+        selections rather than a search, so that each s_k is returned exactly and exports to ONNX."""
+        end = torch.full_like(t, self.T)
+        for s in reversed(self.boundaries[1:-1]):
+            end = torch.where(t < s, torch.full_like(t, s), end)
+        return end
+
     def coefficients(self, t):
         c_skip = torch.ones_like(t)
-        c_out = self.T - t
+        c_out = self.T - t if self.segments == 1 else self.segment_end(t) - t
         c_in = 1 / torch.sqrt(t**2 + self.sigma_data**2)
         c_noise = torch.log(t) / 4
         return c_skip, c_out, c_in, c_noise

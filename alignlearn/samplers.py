@@ -38,8 +38,17 @@ def guided(model: Model, guidance: float, null_label: int) -> Model:
 
 @torch.no_grad()
 def encode(noiser: Model, x0: torch.Tensor, *, eps: float = EPS, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """CT-Inversion encoding in 1 NFE: a clean image is treated as x_eps and mapped to x_T = f(x0, eps)."""
-    return noiser(x0, _batch_t(eps, x0), labels)
+    """CT-Inversion encoding: a clean image is treated as x_eps and mapped to x_T = f(x0, eps) in 1 NFE;
+    a K-segment noiser goes boundary to boundary, x_{s_1} = f(x0, eps), x_{s_2} = f(x_{s_1}, s_1), ..."""
+    x = x0
+    for t in encode_levels(noiser, eps):
+        x = noiser(x, _batch_t(t, x0), labels)
+    return x
+
+
+def encode_levels(noiser: Model, eps: float = EPS) -> list[float]:
+    """The levels at which encoding evaluates the noiser: eps, then each inner segment boundary."""
+    return [eps] + list(getattr(noiser, "boundaries", [])[1:-1])
 
 
 @torch.no_grad()
@@ -75,6 +84,22 @@ def _ode(model: Model, x: torch.Tensor, sigmas, labels, method: str) -> torch.Te
             x_next = x + (t_next - t_i) * (d + d_next) / 2
         x = x_next
     return x
+
+
+def ode_step(model: Model, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, labels: torch.Tensor | None = None,
+             method: str = "euler") -> torch.Tensor:
+    """One Euler or Heun step of dx/dt = (x - D(x, t)) / t from per-sample levels t to t_next, shape (B,);
+    where t_next equals t the step is zero."""
+    if method not in ("euler", "heun"):
+        raise ValueError(f"unknown ODE method {method!r}; choose euler or heun")
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    dt = (t_next - t).view(shape)
+    d = (x - model(x, t, labels).to(x.dtype)) / t.view(shape)
+    x_next = x + dt * d
+    if method == "heun":
+        d_next = (x_next - model(x_next, t_next, labels).to(x.dtype)) / t_next.view(shape)
+        x_next = x + dt * (d + d_next) / 2
+    return x_next
 
 
 @torch.no_grad()

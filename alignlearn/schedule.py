@@ -56,6 +56,27 @@ def karras_sigmas(
     return t.to(dtype=dtype, device=device)
 
 
+def segment_boundaries(K: int, eps: float = EPS, T: float = T_MAX, rho: float = RHO) -> torch.Tensor:
+    """A K-segment noiser's boundaries eps = s_0 < s_1 < ... < s_K = T: the K+1-point Karras grid."""
+    if K < 1:
+        raise ValueError(f"a noiser needs at least 1 segment, got {K}")
+    if K == 1:
+        return torch.tensor([eps, T], dtype=torch.float64)
+    return karras_sigmas(K + 1, eps, T, rho)
+
+
+def with_boundaries(t: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
+    """The rising grid t with the segment boundaries added, so that no adjacent pair straddles one.
+
+    A Karras grid of N points already holds the boundaries of K segments when K divides N - 1;
+    otherwise they are inserted (the pairs around each become shorter). A grid point within
+    rounding of a boundary is replaced by it, so that the noiser sees the boundary's exact value.
+    """
+    b = boundaries.to(t.dtype)
+    near = (t[:, None] - b[None]).abs() <= 1e-9 * b[None]
+    return torch.sort(torch.cat([t[~near.any(1)], b])).values
+
+
 def ict_steps(k: int, K: int, s0: int = 10, s1: int = 1280) -> int:
     """iCT's doubling schedule N(k) = min(s0 * 2^floor(k/K'), s1) + 1, K' = floor(K / (log2 floor(s1/s0) + 1))."""
     K_prime = max(1, math.floor(K / (math.log2(math.floor(s1 / s0)) + 1)))

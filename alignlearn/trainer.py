@@ -39,7 +39,7 @@ from .config import RunConfig
 from .distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from .errors import UserError
-from .models import build_model, load_teacher
+from .models import build_model, init_from_diffusion, load_teacher
 from .compile_options import compile_for_training, swap_training_modules
 from .networks.dropout import draw_step_seed, dropout_seeds
 from .objectives import build_objective
@@ -243,7 +243,10 @@ def _setup(cfg, run_dir, info: DistInfo, resume, force, data, teacher, lock: Run
     barrier(info)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    raw = build_model(cfg.model).to(device)
+    raw = build_model(cfg.model)
+    if tc.init_from and not resume:
+        init_from_diffusion(raw, tc.init_from)
+    raw = raw.to(device)
     on_gpu = device.type == "cuda"
     if on_gpu:  # every step has the same shapes: let cuDNN time its convolution algorithms once (as EDM's loop does)
         torch.backends.cudnn.benchmark = True

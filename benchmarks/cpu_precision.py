@@ -32,6 +32,7 @@ from alignlearn.models import load_model
 from alignlearn.probes.loading import load_role
 from alignlearn.probes.metrics import psnr
 from alignlearn.probes.recon import decoders
+from alignlearn.samplers import encode
 from alignlearn.results import record_row
 from alignlearn.timing import device_name, median_seconds
 
@@ -91,12 +92,10 @@ def main(argv: list[str] | None = None) -> None:
             return {k: f"{psnr(side.fn(z, labels), torch.from_numpy(x)):.2f}" for k, side in sides.items()}
 
     xt, yt = torch.from_numpy(x), (torch.from_numpy(y) if conditional else None)
-    t = torch.full((a.batch,), noiser.eps)
-
     def eager(bf16: bool):
         def call():
             with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                return noiser(xt, t, yt).float().numpy()
+                return encode(noiser, xt, eps=noiser.eps, labels=yt).float().numpy()
         return call
 
     def onnxruntime(path: Path):

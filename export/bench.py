@@ -27,6 +27,7 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int], c
     import torch
 
     from alignlearn.models import load_model
+    from alignlearn.samplers import encode_levels
 
     model, cfg = load_model(run, device=device)
     shape = tuple(cfg.data.shape)
@@ -35,18 +36,22 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int], c
     if on_gpu:
         model = model.to(memory_format=torch.channels_last)
     precision = "bf16 autocast" if on_gpu else "fp32"
+    levels = encode_levels(model, model.eps)
 
     def make(fn):
         def for_batch(b):
             x = torch.rand(b, *shape, device=device) * 2 - 1
             if on_gpu:
                 x = x.contiguous(memory_format=torch.channels_last)
-            t = torch.full((b,), model.eps, device=device)
+            ts = [torch.full((b,), level, device=device) for level in levels]
             y = torch.zeros(b, dtype=torch.long, device=device) if conditional else None
 
             def call():
                 with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=on_gpu):
-                    return fn(x, t, y)
+                    z = x
+                    for t in ts:  # one evaluation per segment (samplers.encode)
+                        z = fn(z, t, y)
+                    return z
 
             return call
 
@@ -62,15 +67,17 @@ def _torch_runners(run: Path, device: str, compile_: bool, batches: list[int], c
 
 
 def forward_flops(model, shape, conditional: bool) -> int:
-    """FLOPs of one image's encoding (one forward pass), counted by torch.utils.flop_counter."""
+    """FLOPs of one image's encoding (one forward pass per segment), counted by torch.utils.flop_counter."""
     import torch
+
+    from alignlearn.samplers import encode
     from torch.utils.flop_counter import FlopCounterMode
 
     p = next(model.parameters())
     x = torch.zeros(2, *shape, device=p.device)
     y = torch.zeros(2, dtype=torch.long, device=p.device) if conditional else None
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x, torch.full((2,), model.eps, device=p.device), y)
+        encode(model, x, eps=model.eps, labels=y)
     return fc.get_total_flops() // 2
 
 

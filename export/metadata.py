@@ -29,6 +29,7 @@ class EncoderMeta:
     output_name: str = "latents"
     format: str = FORMAT
     extra: dict = field(default_factory=dict)
+    segments: int = 1  # network evaluations inside the graph (a K-segment noiser); earlier exports lack the key
 
     @property
     def channels(self) -> int:
@@ -55,6 +56,7 @@ class EncoderMeta:
             "channels": str(C),
             "num_classes": str(self.num_classes),
             "sigma": f"eps={self.eps},T={self.T},sigma_data={self.sigma_data}",
+            "segments": str(self.segments),
             "normalisation": self.normalisation,
             "alignlearn_version": self.alignlearn_version,
         }
@@ -65,5 +67,5 @@ def meta_for(cfg, precision: str = "fp32") -> EncoderMeta:
     return EncoderMeta(
         image_shape=tuple(cfg.data.shape), num_classes=int(cfg.model.backbone.get("num_classes", 0)),
         eps=cfg.model.eps, T=cfg.model.T, sigma_data=cfg.model.sigma_data, precision=precision,
-        data=cfg.data.name, alignlearn_version=cfg.version,
+        data=cfg.data.name, alignlearn_version=cfg.version, segments=getattr(cfg.model, "segments", 1),
     )

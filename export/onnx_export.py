@@ -18,6 +18,7 @@ from alignlearn import __version__
 from alignlearn.errors import UserError
 from alignlearn.networks.norm import replace_group_norms
 from alignlearn.precond import Preconditioned
+from alignlearn.samplers import encode, encode_levels
 
 from .groupnorm import with_two_level_group_norms
 from .metadata import EncoderMeta
@@ -36,8 +37,11 @@ class EncoderGraph(nn.Module):
         self.noiser, self.conditional, self.dtype = noiser, conditional, dtype
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        t = torch.full((images.shape[0],), self.noiser.eps, dtype=torch.float32, device=images.device)
-        return self.noiser(images.to(self.dtype), t, labels if self.conditional else None).float()
+        x = images
+        for level in encode_levels(self.noiser, self.noiser.eps):  # K evaluations for K segments, unrolled
+            t = torch.full((images.shape[0],), level, dtype=torch.float32, device=images.device)
+            x = self.noiser(x.to(self.dtype), t, labels if self.conditional else None)
+        return x.float()
 
 
 class _FP32GroupNorm(nn.Module):
@@ -147,7 +151,7 @@ def fp64_latents(noiser: Preconditioned, images: np.ndarray, labels: np.ndarray 
     model = copy.deepcopy(noiser).double()
     with torch.no_grad():
         y = torch.from_numpy(labels) if labels is not None else None
-        return model(torch.from_numpy(images).double(), torch.full((len(images),), noiser.eps, dtype=torch.float64), y).numpy()
+        return encode(model, torch.from_numpy(images).double(), eps=noiser.eps, labels=y).numpy()
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -292,12 +292,13 @@ class _TorchBackend:
         self.providers, self.max_batch = [f"torch {torch.__version__} ({self.device})"], None
 
     def run(self, x: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        from alignlearn.samplers import encode
+
         torch = self.torch
         with torch.no_grad():
             xt = torch.from_numpy(x).to(self.device)
             y = torch.from_numpy(labels).to(self.device) if labels is not None else None
-            t = torch.full((len(xt),), self.model.eps, device=self.device)
-            return self.model(xt, t, y).float().cpu().numpy()
+            return encode(self.model, xt, eps=self.model.eps, labels=y).float().cpu().numpy()
 
 
 def _meta_from_run(path: Path) -> EncoderMeta:

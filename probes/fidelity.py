@@ -20,7 +20,7 @@ import torch
 
 from alignlearn.errors import UserError
 from alignlearn.gmm import FLOOR, GaussianMixture, exact_mixture, principal_basis_of
-from alignlearn.samplers import ddim_invert, encode, ode_sample
+from alignlearn.samplers import ddim_invert, encode, encode_levels, ode_sample
 from alignlearn.schedule import karras_sigmas
 from alignlearn.timing import device_name, synchronize
 
@@ -168,7 +168,7 @@ def run_fidelity(noiser, dm=None, *, data=None, data_dir=None, num_images: int =
         return lambda x, y: ddim_invert(model, x, up, labels=y)
 
     with torch.no_grad():
-        add("CT_Inv", 1, lambda x, y: encode(n.model, x, eps=eps, labels=y), labels)
+        add("CT_Inv", len(encode_levels(n.model, eps)), lambda x, y: encode(n.model, x, eps=eps, labels=y), labels)
         if gmm is not None:
             for k in DDIM_STEPS:
                 add(f"DDIM_Inv {k}, exact denoiser", k, ddim(gmm.denoiser, k, on_cpu=True), labels)

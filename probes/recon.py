@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from alignlearn.errors import UserError
-from alignlearn.samplers import cm_sample, ddim_invert, encode, nfe, ode_sample
+from alignlearn.samplers import cm_sample, ddim_invert, encode, encode_levels, nfe, ode_sample
 from alignlearn.schedule import karras_sigmas
 
 from .grids import save_labelled_grid
@@ -41,7 +41,8 @@ def encoders(noiser: Loaded | None, dm: Loaded | None, ddim_steps: int) -> dict[
     out = {}
     if noiser is not None:
         m = noiser
-        out["CT_Inv"] = Side("CT_Inv", lambda x, y: encode(m.model, x, eps=m.model.eps, labels=m.labels(y)), 1)
+        out["CT_Inv"] = Side("CT_Inv", lambda x, y: encode(m.model, x, eps=m.model.eps, labels=m.labels(y)),
+                             len(encode_levels(m.model, m.model.eps)))
     if dm is not None:
         up = karras_sigmas(ddim_steps + 1, dm.model.eps, dm.model.T)
         out["DDIM_Inv"] = Side("DDIM_Inv", lambda x, y: ddim_invert(dm.model, x, up, labels=dm.labels(y)), ddim_steps)

@@ -46,6 +46,10 @@ def build_backbone(cfg: dict) -> nn.Module:
             return UNet(UNetConfig(**cfg))
         if arch == "mlp":
             return MLP(MLPConfig(**cfg))
+        if arch == "euler-step":
+            from .warm_start import EulerStepBackbone
+
+            return EulerStepBackbone(build_backbone(cfg["inner"]), cfg["sigma_data"])
     except (TypeError, ValueError) as e:
         raise UserError(f"invalid {arch} config: {e}") from None
     raise UserError(f"unknown architecture {arch!r}")
