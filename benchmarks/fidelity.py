@@ -2,15 +2,22 @@
 
     python benchmarks/fidelity.py --data gmm-digits --budget-s 600          # train a noiser 600 s, exact reference
     python benchmarks/fidelity.py --noiser demo/runs/noiser --dm demo/runs/dm   # existing runs, DM reference
+    python benchmarks/fidelity.py --budget-s 300 --dm-budget-s 300 --seeds 0,1 \
+        --recipes "default,s1=20,segments=4,init_from=dm,objective=cd-inversion;teacher=exact;teacher_solver=heun"
 
-With --budget-s it trains a `ct-inversion` noiser (today's default recipe, or --recipe) on --data for that
-many seconds of wall clock (`--time-budget`), then probes it. Every row of the probe's table becomes a record
-in results/fidelity.jsonl.
+Without --noiser it trains one noiser per recipe and seed on --data (gmm-digits by default), each for the
+same seconds of wall clock (`--time-budget`), then probes each. A recipe is `default` or `key=value` pairs
+joined by `;`: ObjectiveConfig fields (`objective=cd-inversion`, `teacher=exact|dm|RUN`, `teacher_solver`,
+`teacher_steps`, `encode_mass`, `s1`, ...), `segments`, `init_from=dm|RUN` and `lr`. `dm` names a diffusion
+model trained here for --dm-budget-s on the same data; it also adds DDIM inversion with that model to the
+table (the issue's yardstick: a DM trained for as long as the noiser). Every row of each probe's table
+becomes a record in results/fidelity.jsonl (the DDIM rows once per command).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -27,17 +34,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noiser_recipes import parse_variant  # noqa: E402
 
 
-def train_noiser(a, out: Path) -> str:
+def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: Path | None = None) -> str:
+    """Train one model of `recipe_text` for `budget_s` seconds; `dm` stands in for the word dm in it."""
     data = load_data(a.data, a.data_dir)
-    recipe = parse_variant(a.recipe)
-    lr = recipe.pop("lr", a.lr)
-    tc = TrainConfig(steps=10**6, time_budget_s=a.budget_s, batch_size=a.batch_size, lr=lr, class_cond=a.class_cond,
-                     seed=a.seed, device=a.device, ckpt_every=10**9, sample_every=10**9)
-    cfg = make_run_config(ObjectiveConfig("ct-inversion", **recipe), tc, data_name=a.data, shape=data[0].shape,
-                          num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir)
+    recipe = parse_variant(recipe_text)
+    lr, segments = recipe.pop("lr", a.lr), recipe.pop("segments", 1)
+    for key in ("teacher", "init_from"):
+        if recipe.get(key) == "dm":
+            if dm is None:
+                raise SystemExit(f"error: recipe {recipe_text!r} names dm: pass --dm-budget-s")
+            recipe[key] = str(dm)
+    init_from = recipe.pop("init_from", None)
+    tc = TrainConfig(steps=10**6, time_budget_s=budget_s, batch_size=a.batch_size, lr=lr, class_cond=a.class_cond,
+                     seed=seed, device=a.device, ckpt_every=10**9, sample_every=10**9, init_from=init_from)
+    cfg = make_run_config(ObjectiveConfig(recipe.pop("objective", "ct-inversion"), **recipe), tc, data_name=a.data,
+                          shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir,
+                          segments=segments)
     result = train(cfg, out, show_progress=False, data=data)
-    return (f"{a.preset}, {a.budget_s:.0f} s ({result.step} steps, batch {a.batch_size}), recipe {a.recipe}"
-            + (", class-conditional" if a.class_cond else "") + f", seed {a.seed}")
+    return (f"{a.preset}, {budget_s:.0f} s ({result.step} steps, batch {a.batch_size}), recipe {recipe_text}"
+            + (", class-conditional" if a.class_cond else "") + f", seed {seed}")
 
 
 def main(argv=None):
@@ -50,36 +65,52 @@ def main(argv=None):
     p.add_argument("--preset", default="tiny")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--recipe", default="default", help="noiser recipe knobs, e.g. 's1=20' (see noiser_recipes.py)")
+    p.add_argument("--recipes", default="default", help="comma-separated noiser recipes, e.g. 'default,s1=20' (above)")
+    p.add_argument("--dm-budget-s", type=float, default=0.0, help="also train a diffusion model this long (the word dm in recipes)")
     p.add_argument("--class-cond", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds of the noisers")
     p.add_argument("--num-images", type=int, default=256)
     p.add_argument("--ref-steps", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--keep", type=Path, default=None, help="keep the trained noiser here")
+    p.add_argument("--keep", type=Path, default=None, help="keep the trained models in this folder")
     p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
     a = p.parse_args(argv)
     a.device = str(resolve_device(a.device))
-    cmd = "`python " + " ".join(["benchmarks/fidelity.py", *(argv if argv is not None else sys.argv[1:])]) + "`"
+    cmd = "`python " + shlex.join(["benchmarks/fidelity.py", *(argv if argv is not None else sys.argv[1:])]) + "`"
+    seeds = [int(x) for x in a.seeds.split(",")]
+    recipes = a.recipes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        if a.noiser is None:
-            a.data = a.data or "gmm-digits"
-            noiser = a.keep or Path(tmp) / "noiser"
-            training = train_noiser(a, noiser)
+        root = a.keep or Path(tmp)
+        dm = a.dm
+        if a.noiser is not None:
+            jobs = [(a.noiser, f"the run {a.noiser}")]
         else:
-            noiser, training = a.noiser, f"the run {a.noiser}"
-        report = run_fidelity(noiser, a.dm, data=a.data, data_dir=a.data_dir, num_images=a.num_images,
-                              ref_steps=a.ref_steps, out_dir=Path(tmp) / "probe", device=a.device)
-        print((Path(tmp) / "probe" / "report.md").read_text())
-    header = ["device", "data", "noiser", "reference", "encoder", "NFE", "rel. L2 median", "rel. L2 p90",
-              "cosine median", "principal rel. L2 median", "off-subspace error median", "std / reference std", "command"]
-    reference = ("exact" if report["exact"] else f"DM, {a.ref_steps} Heun steps") + (
-        f" (halving moves it {report['reference_error_max']:.1e})" if report["reference_error_max"] else " (closed form)")
-    for r in report["rows"]:
-        print(record_row(a.results, "fidelity", header, [
-            report["device"], f"{report['data']} ({report['images']})", training, reference, r["encoder"], str(r["nfe"]),
-            f"{r['rel_l2_median']:.4f}", f"{r['rel_l2_p90']:.4f}", f"{r['cosine_median']:.4f}",
-            f"{r['principal_rel_l2_median']:.4f}", f"{r['off_subspace_median']:.4f}", f"{r['std_ratio']:.3f}", cmd]))
+            a.data = a.data or "gmm-digits"
+            if a.dm_budget_s:
+                dm = root / "dm"
+                train_model(a, dm, "objective=edm", 0, a.dm_budget_s)
+            jobs = []
+            for recipe in recipes:
+                for seed in seeds:
+                    out = root / f"{recipe.replace(';', '_').replace('=', '-').replace('/', '_')}-seed{seed}"
+                    jobs.append((out, train_model(a, out, recipe, seed, a.budget_s, dm)))
+        header = ["device", "data", "noiser", "reference", "encoder", "NFE", "rel. L2 median", "rel. L2 p90",
+                  "cosine median", "principal rel. L2 median", "off-subspace error median", "std / reference std", "command"]
+        for i, (noiser, training) in enumerate(jobs):
+            report = run_fidelity(noiser, dm, data=a.data, data_dir=a.data_dir, num_images=a.num_images,
+                                  ref_steps=a.ref_steps, out_dir=Path(tmp) / f"probe{i}", device=a.device)
+            print((Path(tmp) / f"probe{i}" / "report.md").read_text())
+            reference = ("exact" if report["exact"] else f"DM, {a.ref_steps} Heun steps") + (
+                f" (halving moves it {report['reference_error_max']:.1e})" if report["reference_error_max"] else " (closed form)")
+            for r in report["rows"]:
+                if i and r["encoder"] != "CT_Inv":
+                    continue  # the DDIM rows do not depend on the noiser: once per command
+                dm_note = f" (DM {a.dm_budget_s:.0f} s)" if a.dm_budget_s and "DDIM" in r["encoder"] and "exact" not in r["encoder"] else ""
+                print(record_row(a.results, "fidelity", header, [
+                    report["device"], f"{report['data']} ({report['images']})", training if r["encoder"] == "CT_Inv" else "-",
+                    reference, r["encoder"] + dm_note, str(r["nfe"]), f"{r['rel_l2_median']:.4f}", f"{r['rel_l2_p90']:.4f}",
+                    f"{r['cosine_median']:.4f}", f"{r['principal_rel_l2_median']:.4f}", f"{r['off_subspace_median']:.4f}",
+                    f"{r['std_ratio']:.3f}", cmd]))
 
 
 if __name__ == "__main__":

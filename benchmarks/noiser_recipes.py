@@ -36,8 +36,8 @@ from alignlearn.results import record_row
 from alignlearn.trainer import train
 
 PROBES = ("edit", "edit-dm", "linear")
-FLOATS = {"p_mean", "p_std", "huber_c", "target_ema", "lr"}
-INTS = {"s0", "s1", "curriculum_steps"}
+FLOATS = {"p_mean", "p_std", "huber_c", "target_ema", "lr", "encode_mass"}
+INTS = {"s0", "s1", "curriculum_steps", "teacher_steps", "segments"}
 
 
 def parse_variant(text: str) -> dict:
