@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from .helpers import assert_one_error_line, run_cli
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 BAD_TRAIN_FLAGS = [
@@ -30,22 +32,22 @@ BAD_TRAIN_FLAGS = [
 @pytest.mark.parametrize("flags,needle", BAD_TRAIN_FLAGS, ids=[" ".join(f) for f, _ in BAD_TRAIN_FLAGS])
 def test_bad_train_flag(tmp_path, flags, needle):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(out), *flags],
-                          capture_output=True, text=True, timeout=300, env=ENV)
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+    assert_one_error_line(run_cli("train", "--out", out, *flags), needle)
     assert not out.exists()  # nothing written
+
+
+def test_the_console_script_exits_2_with_one_line(tmp_path):
+    """The same path as a subprocess, once: what a shell sees."""
+    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(tmp_path / "r"), "--steps", "0"],
+                          capture_output=True, text=True, timeout=300, env=ENV)
+    assert_one_error_line(proc, "--steps")
 
 
 def test_encode_refuses_a_zero_batch_and_an_existing_names_file(tmp_path):
     (tmp_path / "x.names.txt").write_text("kept\n")
     for args, needle in ((["--batch-size", "0", "--out", str(tmp_path / "y.npy")], "--batch-size"),
                          (["--out", str(tmp_path / "x.npy")], "x.names.txt exists")):
-        proc = subprocess.run([sys.executable, "-m", "alignlearn", "encode", str(tmp_path / "m.onnx"), str(tmp_path), *args],
-                              capture_output=True, text=True, timeout=300, env=ENV)
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert_one_error_line(run_cli("encode", tmp_path / "m.onnx", tmp_path, *args), needle)
     assert (tmp_path / "x.names.txt").read_text() == "kept\n" and not (tmp_path / "x.npy").exists()
 
 

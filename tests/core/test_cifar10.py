@@ -1,10 +1,7 @@
 """CIFAR-10 without a network: the JPEG copy in ../shared/data/cifar10-jpeg, named wherever it is used."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +11,11 @@ from alignlearn.cifar10 import JPEG_COPY
 from alignlearn.data import load_data
 from alignlearn.errors import UserError
 
+from .helpers import assert_one_error_line, run_cli
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg"
 needs_copy = pytest.mark.skipif(not (SHARED / "train.npz").is_file(),
                                 reason="../shared/data/cifar10-jpeg (the CIFAR-10 JPEG copy) is not beside this checkout")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def one_error_line(proc, needle):
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
 
 
 @needs_copy
@@ -53,17 +45,15 @@ def test_a_truncated_or_tampered_copy_is_one_error(tmp_path):
 
 
 def test_nothing_readable_is_one_error_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--data", "cifar10", "--data-dir", str(tmp_path),
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=ENV)
-    one_error_line(proc, "cifar-10-batches-py")
+    proc = run_cli("train", "--data", "cifar10", "--data-dir", tmp_path, "--out", tmp_path / "run")
+    assert_one_error_line(proc, "cifar-10-batches-py")
     assert not (tmp_path / "run").exists()
 
 
 @needs_copy
 def test_a_run_names_the_copy_it_was_trained_on(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--data", "cifar10", "--data-dir", str(SHARED),
-                           "--preset", "tiny", "--steps", "3", "--batch-size", "8", "--quiet", "--out", str(run)],
-                          capture_output=True, text=True, timeout=600, env=ENV)
+    proc = run_cli("train", "--data", "cifar10", "--data-dir", SHARED, "--preset", "tiny", "--steps", "3",
+                   "--batch-size", "8", "--quiet", "--out", run)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "config.json").read_text())["data"]["source"] == JPEG_COPY

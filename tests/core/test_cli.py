@@ -9,13 +9,9 @@ import pytest
 
 from alignlearn.trainer import train
 
-from .helpers import digits, tiny_config
+from .helpers import digits, run_cli, tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "alignlearn", *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 def assert_clean_error(proc, *needles):

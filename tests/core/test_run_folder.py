@@ -15,7 +15,7 @@ from alignlearn.errors import UserError
 from alignlearn.runlock import RunLock
 from alignlearn.trainer import TrainingStopped, read_metrics, train
 
-from .helpers import digits, tiny_config
+from .helpers import assert_one_error_line, digits, run_cli, tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -142,10 +142,7 @@ def test_damaged_checkpoints_are_one_error_line_naming_the_file(tmp_path, damage
         state = json.loads((ckpt / "state.json").read_text())
         (ckpt / "state.json").write_text(json.dumps({**state, "step": -3}))
         needle = "no valid step"
-    proc = subprocess.run([sys.executable, "-m", "alignlearn", "train", "--out", str(run), "--resume", "--steps", "4"],
-                          capture_output=True, text=True, timeout=300, env=ENV)
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert_one_error_line(run_cli("train", "--out", run, "--resume", "--steps", "4"), needle)
 
 
 def test_a_full_disk_is_one_error_line_and_the_last_checkpoint_stays(tmp_path):

@@ -3,9 +3,6 @@
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +14,7 @@ from alignlearn.gmm import digits_mixture
 from alignlearn.objectives import ObjectiveConfig
 from alignlearn.trainer import train
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+from ..core.helpers import assert_one_error_line, run_cli
 
 
 class ExactNoiser(torch.nn.Module):
@@ -89,9 +86,8 @@ def test_an_exact_noiser_scores_zero_and_the_identity_one(gmm_noisers, tmp_path,
 @pytest.mark.slow
 def test_fidelity_cli_with_a_diffusion_model_reference(runs, tmp_path):
     out = tmp_path / "fid"
-    proc = subprocess.run([sys.executable, "-m", "alignlearn", "probe", "fidelity", "--noiser", str(runs["noiser"]),
-                           "--dm", str(runs["dm"]), "--num-images", "16", "--ref-steps", "200", "--batch-size", "16",
-                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True, timeout=600, env=ENV)
+    proc = run_cli("probe", "fidelity", "--noiser", runs["noiser"], "--dm", runs["dm"], "--num-images", "16",
+                   "--ref-steps", "200", "--batch-size", "16", "--out", out, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert not report["exact"] and "Heun" in report["reference"] and report["conditional"]
@@ -106,12 +102,9 @@ def test_fidelity_cli_with_a_diffusion_model_reference(runs, tmp_path):
 
 
 def assert_refused(args, *needles, out=None):
-    proc = subprocess.run([sys.executable, "-m", "alignlearn", "probe", "fidelity", *args], capture_output=True, text=True,
-                          timeout=300, env=ENV)
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    proc = run_cli("probe", "fidelity", *args)
     for n in needles:
-        assert n in lines[0], lines[0]
+        assert_one_error_line(proc, n)
     assert out is None or not out.exists()  # nothing written
 
 
