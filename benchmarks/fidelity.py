@@ -74,6 +74,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--keep", type=Path, default=None, help="keep the trained models in this folder")
     p.add_argument("--results", default="results", help="folder of the result records (results/*.jsonl)")
+    p.add_argument("--subject", default="fidelity", help="the records' file: results/SUBJECT.jsonl (recipes: the recipe comparison)")
     a = p.parse_args(argv)
     a.device = str(resolve_device(a.device))
     cmd = "`python " + shlex.join(["benchmarks/fidelity.py", *(argv if argv is not None else sys.argv[1:])]) + "`"
@@ -106,7 +107,7 @@ def main(argv=None):
                 if i and r["encoder"] != "CT_Inv":
                     continue  # the DDIM rows do not depend on the noiser: once per command
                 dm_note = f" (DM {a.dm_budget_s:.0f} s)" if a.dm_budget_s and "DDIM" in r["encoder"] and "exact" not in r["encoder"] else ""
-                print(record_row(a.results, "fidelity", header, [
+                print(record_row(a.results, a.subject, header, [
                     report["device"], f"{report['data']} ({report['images']})", training if r["encoder"] == "CT_Inv" else "-",
                     reference, r["encoder"] + dm_note, str(r["nfe"]), f"{r['rel_l2_median']:.4f}", f"{r['rel_l2_p90']:.4f}",
                     f"{r['cosine_median']:.4f}", f"{r['principal_rel_l2_median']:.4f}", f"{r['off_subspace_median']:.4f}",
