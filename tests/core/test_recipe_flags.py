@@ -45,6 +45,11 @@ def test_init_from_starts_the_noiser_as_the_diffusion_models_euler_step(tmp_path
     euler = x + (s - t.view(-1, 1, 1, 1)) * (x - D) / t.view(-1, 1, 1, 1)
     assert torch.allclose(f, euler, rtol=1e-4, atol=1e-4)  # two steps at lr 1e-12 move nothing measurable
 
+    from alignlearn.export.build import export_run  # the warm-start backbone exports like any other
+
+    result = export_run(out, tmp_path / "warm.onnx", log=lambda s: None)
+    assert result.onnx_parity and all(r.ok for r in result.onnx_parity)
+
 
 @pytest.mark.parametrize("case", ["shape", "classes", "kind"])
 def test_init_from_a_mismatched_run_is_refused(tmp_path, dm_runs, case):
