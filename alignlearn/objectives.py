@@ -202,6 +202,7 @@ class CTInversionLoss(ConsistencyPairLoss):
         segments = getattr(noise, "segments", 1)
         if segments > 1:
             self.boundaries = segment_boundaries(segments, noise.eps, noise.T, cfg.rho)
+        self._inner: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def online_and_target(self, x_n, x_n1, t_n, t_n1):
         return (x_n, t_n), (x_n1, t_n1)
@@ -209,7 +210,10 @@ class CTInversionLoss(ConsistencyPairLoss):
     def at_boundaries(self, target, x_tg, t_tg):
         if self.boundaries is None:
             return target
-        on_boundary = (t_tg[:, None] == self.boundaries.to(t_tg)[None, 1:-1]).any(1)
+        key = (t_tg.device, t_tg.dtype)
+        if key not in self._inner:  # uploaded once: a copy from host memory each step would wait for the GPU
+            self._inner[key] = self.boundaries[1:-1].to(t_tg)
+        on_boundary = (t_tg[:, None] == self._inner[key][None]).any(1)
         return torch.where(on_boundary.view((-1,) + (1,) * (target.ndim - 1)), x_tg.to(target.dtype), target)
 
     def segment_stops(self, t: torch.Tensor) -> torch.Tensor:
