@@ -43,3 +43,23 @@ def test_tables_are_rendered_from_the_records_with_pipes_escaped(tmp_path):
 def test_the_results_page_matches_its_records():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/results_page.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_pages_share_one_command_numbering_and_link_from_their_folder(tmp_path, monkeypatch):
+    page_module = load_benchmark("results_page")
+    monkeypatch.setattr(page_module, "ROOT", tmp_path)
+    results = tmp_path / "results"
+    append_record(results, "a", {"date": "d", "device": "CPU", "x": "1", "commit": "c", "command": "`one`"})
+    append_record(results, "b", {"date": "d", "device": "CPU", "x": "2", "commit": "c", "command": "`two`"})
+    append_record(results, "b", {"date": "d", "device": "CPU", "x": "3", "commit": "c", "command": "`one`"})
+    (tmp_path / "docs").mkdir()
+    top, sub = tmp_path / "R.md", tmp_path / "docs" / "more.md"
+    top.write_text("<!-- table a -->\n<!-- end -->\n")
+    sub.write_text("<!-- table b -->\n<!-- end -->\n")
+    fresh = page_module.render_all([top, sub], results)
+    assert fresh[top].split("\n")[3].endswith("| [1](results/commands.md#cmd-1) |")
+    rows = fresh[sub].split("\n")[3:5]
+    assert rows[0].endswith("| [2](../results/commands.md#cmd-2) |")  # a new command numbers on
+    assert rows[1].endswith("| [1](../results/commands.md#cmd-1) |")  # a known one keeps its number
+    commands = fresh[results / "commands.md"]
+    assert '1. <a id="cmd-1"></a>`one`' in commands and '2. <a id="cmd-2"></a>`two`' in commands and "cmd-3" not in commands
