@@ -8,6 +8,7 @@ import torch
 
 from .checkpoint import CONFIG, latest_checkpoint, load_weights, read_json
 from .config import ModelConfig, RunConfig
+from .diffusers_model import is_diffusers_model, load_diffusers
 from .errors import UserError
 from .networks import build_backbone
 from .precond import PARAMETERISATIONS, Preconditioned
@@ -34,7 +35,9 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 
 def load_model(run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu") -> tuple[Preconditioned, RunConfig]:
-    """The trained model of a run (EMA weights by default), in eval mode."""
+    """The trained model of a run (EMA weights by default), in eval mode; a diffusers folder through its adapter."""
+    if is_diffusers_model(run_dir):
+        return load_diffusers(run_dir, device)
     cfg = load_run_config(run_dir)
     model = build_model(cfg.model)
     if weights not in ("ema", "model"):
@@ -58,6 +61,11 @@ def load_teacher(path: str | Path, student: RunConfig, device):
 
 
 def _load_diffusion_run(path, flag: str, student: RunConfig, device):
+    if is_diffusers_model(path):
+        model, cfg = load_diffusers(path, device or "cpu")
+        if tuple(cfg.data.shape) != tuple(student.data.shape):
+            raise UserError(f"{flag} {path} takes images of shape {tuple(cfg.data.shape)}, the data here are {tuple(student.data.shape)}")
+        return model, cfg
     cfg = load_run_config(path)
     if cfg.model.parameterisation != "edm":
         raise UserError(f"{flag} {path} holds a {cfg.model.parameterisation} model; it must be a diffusion (edm) run")
@@ -85,6 +93,8 @@ def warm_start_config(path: str | Path, student: RunConfig) -> dict:
     (networks/warm_start.py), checked against the noiser's data, classes and noise levels."""
     from .networks.warm_start import euler_step_config
 
+    if is_diffusers_model(path):
+        raise UserError(f"--init-from needs an alignlearn diffusion (edm) run; {path} is a diffusers model (use it as --teacher)")
     _, cfg = _load_diffusion_run(path, "--init-from", student, None)
     dm_classes = cfg.model.backbone.get("num_classes", 0)
     own_classes = student.data.num_classes if student.train.class_cond else 0

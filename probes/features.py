@@ -18,11 +18,17 @@ from alignlearn.samplers import encode
 DEFAULT_BLOCK = "mid.res.1"  # the last ResBlock at the lowest resolution
 
 
+def feature_network(model: Preconditioned) -> torch.nn.Module:
+    """The network whose blocks are named: the backbone, or the diffusion network a warm-started one wraps
+    (networks/warm_start.py), so `mid.res.1` names the same block either way."""
+    return getattr(model.backbone, "inner", model.backbone)
+
+
 def block_names(model: Preconditioned) -> list[str]:
-    """Blocks whose pooled output can serve as features (backbone-relative names)."""
+    """Blocks whose pooled output can serve as features (names relative to feature_network)."""
     from alignlearn.networks.unet import AttnBlock, ResBlock
 
-    return [name for name, m in model.backbone.named_modules() if isinstance(m, (ResBlock, AttnBlock, torch.nn.Linear))]
+    return [name for name, m in feature_network(model).named_modules() if isinstance(m, (ResBlock, AttnBlock, torch.nn.Linear))]
 
 
 @torch.no_grad()
@@ -33,7 +39,7 @@ def noiser_features(model: Preconditioned, images: torch.Tensor, labels: torch.T
         raise UserError(f"unknown feature kind {kind!r}; choose latent or features")
     module = None
     if kind == "features":
-        modules = {name: m for name, m in model.backbone.named_modules() if name in block_names(model)}
+        modules = {name: m for name, m in feature_network(model).named_modules() if name in block_names(model)}
         if block not in modules:
             raise UserError(f"unknown block {block!r}; choose from {', '.join(block_names(model))}")
         module = modules[block]

@@ -46,13 +46,17 @@ def _timed(fn):
 
 
 def run_linear(noiser, dm=None, *, data=None, data_dir=None, block: str = DEFAULT_BLOCK, seeds: int = 3,
-               max_images: int = 5000, ddim_steps: int = 30, out_dir="linear", device: str = "cpu") -> dict:
+               max_images: int = 5000, ddim_steps: int = 30, split: str = "all", out_dir="linear", device: str = "cpu") -> dict:
+    """The probe pool is `split`: "all" (train and test together) or "test" (images no model trained on)."""
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if split not in ("all", "test"):
+        raise UserError(f"--split must be all or test, not {split!r}")
     n, d = load_noiser_and_dm(noiser, dm, device)
     train, test = evaluation_split(n, data, data_dir)
-    images = torch.cat([train.images, test.images])
-    labels = torch.cat([train.labels, test.labels]).numpy()
+    pool = [test] if split == "test" else [train, test]
+    images = torch.cat([s.images for s in pool])
+    labels = torch.cat([s.labels for s in pool]).numpy()
     if len(np.unique(labels)) < 2:
         raise UserError("the linear probe needs a labelled data set with at least 2 classes")
     if len(images) > max_images:
@@ -88,7 +92,7 @@ def run_linear(noiser, dm=None, *, data=None, data_dir=None, block: str = DEFAUL
             return torch.cat(out).numpy()
 
         add(f"DDIM-inversion latent ({ddim_steps} NFE)", ddim)
-    report = {"data": train.source or train.name, "images": len(images), "classes": int(len(np.unique(labels))), "seeds": seeds,
+    report = {"data": train.source or train.name, "split": split, "images": len(images), "classes": int(len(np.unique(labels))), "seeds": seeds,
               "chance": float(np.max(np.bincount(labels)) / len(labels)), "block": block, "rows": rows,
               "noiser": str(n.path), "dm": str(d.path) if d else None}
     out = Path(out_dir)
@@ -99,7 +103,8 @@ def run_linear(noiser, dm=None, *, data=None, data_dir=None, block: str = DEFAUL
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Linear probe: {report['data']}, {report['images']} images, {report['classes']} classes",
+    pool = "test split" if report.get("split") == "test" else "train and test"
+    lines = [f"# Linear probe: {report['data']} ({pool}), {report['images']} images, {report['classes']} classes",
              "", f"Standardise + logistic regression, 80/20 stratified splits, {report['seeds']} seeds (mean ± std); "
              f"majority-class rate {report['chance']:.3f}.", "",
              "| features | dim | accuracy | encode ms / image |", "|---|---|---|---|"]

@@ -74,6 +74,8 @@ def check_compatible(models: list[Loaded]) -> None:
 def evaluation_split(ref: Loaded, data: str | None, data_dir: str | None, split: str = "test") -> tuple[ImageData, ImageData]:
     """(train, test) of the reference model's data set (or `data`), checked against its image shape."""
     name = data or ref.cfg.data.name
+    if not name:
+        raise UserError(f"--{ref.role} {ref.path} does not name its data set (a diffusers model): pass --data")
     train, test = load_data(name, data_dir or ref.cfg.data.data_dir, ref.cfg.data.image_size)
     if train.shape != ref.shape:
         raise UserError(f"data set {name} has images of shape {train.shape}; the models expect {ref.shape}")

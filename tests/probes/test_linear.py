@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -66,3 +67,28 @@ def test_features_transformer_in_a_pipeline(runs):
 def test_unknown_block(runs, tmp_path):
     with pytest.raises(UserError, match="unknown block"):
         run_linear(runs["noiser_uncond"], block="nope", seeds=1, max_images=200, out_dir=tmp_path)
+
+
+def test_the_test_split_alone_is_the_pool(runs, tmp_path):
+    """--split test probes only images no model trained on: the pool is the held-out split, whatever max_images."""
+    _, test = digits()
+    report = run_linear(runs["noiser_uncond"], seeds=1, max_images=10**6, split="test", out_dir=tmp_path)
+    assert report["split"] == "test" and report["images"] == len(test)
+    assert "(test split)" in (tmp_path / "linear.md").read_text()
+    with pytest.raises(UserError, match="--split must be all or test"):
+        run_linear(runs["noiser_uncond"], seeds=1, split="train", out_dir=tmp_path)
+
+
+def test_a_warm_started_noiser_names_the_same_blocks():
+    """--init-from wraps the diffusion network (networks/warm_start.py); its blocks keep their names."""
+    from alignlearn.config import ModelConfig
+    from alignlearn.models import build_model
+    from alignlearn.networks.presets import preset_config
+    from alignlearn.networks.warm_start import euler_step_config
+    from alignlearn.probes.features import DEFAULT_BLOCK, block_names, noiser_features
+
+    plain = preset_config("tiny", image_shape=(1, 16, 16))
+    warm = build_model(ModelConfig("noiser", euler_step_config(plain, 0.5))).eval()
+    assert block_names(warm) == block_names(build_model(ModelConfig("noiser", plain)))
+    X = noiser_features(warm, torch.randn(4, 1, 16, 16), None, "features", DEFAULT_BLOCK)
+    assert X.shape[0] == 4 and np.isfinite(X).all()

@@ -1,10 +1,13 @@
-"""benchmarks/recon.py and benchmarks/fidelity.py write the records RESULTS.md is generated from."""
+"""benchmarks/recon.py, fidelity.py and cifar10.py write the records RESULTS.md is generated from."""
+
+import json
 
 import pytest
 
 from alignlearn.results import read_records
 
 from ..core.helpers import load_benchmark
+from ..core.test_cifar10 import SHARED, needs_copy
 
 
 @pytest.mark.slow
@@ -26,3 +29,44 @@ def test_fidelity_benchmark_records_every_row(runs, tmp_path):
     rows = read_records(tmp_path / "results", "fidelity")
     assert [r["encoder"] for r in rows][0] == "CT_Inv" and len(rows) == 5
     assert rows[0]["reference"].startswith("DM, 200 Heun steps") and float(rows[0]["rel. L2 median"]) > 0
+
+
+@pytest.mark.slow
+@needs_copy
+def test_cifar10_benchmark_records_pairings_beside_the_report_fidelity_and_linear_rows(tmp_path):
+    bench = load_benchmark("cifar10")
+    bench.main(["--data-dir", str(SHARED), "--budgets-s", "1", "--batch-size", "16", "--num-images", "16",
+                "--eval-batch", "16", "--fidelity-images", "4", "--ref-steps", "200", "--linear-images", "100",
+                "--device", "cpu", "--keep", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
+    rows = read_records(tmp_path / "results", "cifar10")
+    assert [r["pairing"] for r in rows] == ["CT_Inv+CM", "CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM", "Prior+CM", "Prior+DM"]
+    assert rows[0]["data (test images)"] == "CIFAR-10 (JPEG copy) (16)" and rows[0]["report: LPIPS / SSIM / PSNR / s per batch"].startswith("0.2426")
+    assert rows[-1]["report: LPIPS / SSIM / PSNR / s per batch"] == "-" and "init_from=dm" in rows[0]["training per model"]
+    fidelity = read_records(tmp_path / "results", "fidelity")
+    assert fidelity[0]["encoder"] == "CT_Inv" and fidelity[0]["data"].startswith("CIFAR-10 (JPEG copy)")
+    linear = read_records(tmp_path / "results", "linear_probe")
+    assert [r["features"] for r in linear][0] == "raw pixels" and "test split (100)" in linear[0]["data"]
+    init = json.loads((tmp_path / "runs" / "1s" / "noiser" / "config.json").read_text())
+    assert init["train"]["init_from"].endswith("dm") and init["data"]["source"] == "CIFAR-10 (JPEG copy)"
+
+
+def test_cifar10_benchmark_without_data_is_one_error_line(tmp_path, capsys):
+    bench = load_benchmark("cifar10")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--data-dir", str(tmp_path), "--results", str(tmp_path / "results")])
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_diffusers_teacher_benchmark_distils_a_noiser_from_a_ddpm_it_trains(tmp_path):
+    pytest.importorskip("diffusers")
+    bench = load_benchmark("diffusers_teacher")
+    bench.main(["--dm-budget-s", "2", "--budget-s", "2", "--train-batch", "16", "--num-images", "8", "--ref-steps", "200",
+                "--batch", "8", "--device", "cpu", "--keep", str(tmp_path / "keep"), "--results", str(tmp_path / "results")])
+    assert (tmp_path / "keep" / "ddpm" / "model_index.json").is_file()
+    rows = read_records(tmp_path / "results", "fidelity")
+    assert rows[0]["encoder"] == "CT_Inv" and "teacher: the diffusers model" in rows[0]["noiser"]
+    assert any("diffusers DDPM UNet2DModel" in r["encoder"] for r in rows)
+    (speed,) = read_records(tmp_path / "results", "diffusers_teacher")
+    assert speed["speed-up"].endswith("x") and float(speed["speed-up"][:-1]) > 1
