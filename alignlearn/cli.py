@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from .config import STEPS_CAP_WITH_BUDGET, DataConfig, ModelConfig, TrainConfig
+from .demo import DEMO_STEPS
 from .errors import UserError
 from .export import cli as export_cli
 from .objectives import ObjectiveConfig, recipe_default_text
@@ -142,13 +143,13 @@ def train(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo"), help="Report folder: report.md, grids, training_loss.png, runs/."),
-    steps: int = typer.Option(1500, help="Training steps of each of the three models."),
+    steps: int = typer.Option(DEMO_STEPS, help="Training steps of each of the four models."),
     batch_size: int = typer.Option(TC.batch_size, help="Training batch size."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
-    seed: int = typer.Option(TC.seed, help="Seed of the three trainings and of the editing probes' re-noising draws."),
+    seed: int = typer.Option(TC.seed, help="Seed of the four trainings and of the editing probes' re-noising draws."),
     lpips_weights: Optional[Path] = typer.Option(None, help="LPIPS alex weights (safetensors)  [default: $ALIGNLEARN_LPIPS_WEIGHTS, else torchvision's]"),
 ):
-    """Train, export and probe on the embedded digits: the whole toolkit in one command (CPU, ~10 minutes)."""
+    """Train, export and probe on the embedded digits: the whole toolkit in one command (CPU, ~13 minutes)."""
     from .demo import run_demo
 
     if steps < 1:

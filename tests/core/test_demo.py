@@ -11,8 +11,12 @@ def test_demo_quick_writes_a_complete_report(tmp_path):
     report = run_demo(tmp_path / "demo", steps=20, quick=True, seed=3, log=lambda s: None)
     text = report.read_text()
     assert "seed 3." in text
-    for role in ("noiser", "cm", "dm"):
-        assert json.loads((tmp_path / "demo/runs" / role / "config.json").read_text())["train"]["seed"] == 3
+    configs = {role: json.loads((tmp_path / "demo/runs" / role / "config.json").read_text())
+               for role in ("noiser", "cm", "dm", "noiser_default")}
+    assert all(c["train"]["seed"] == 3 for c in configs.values())
+    # the adopted recipe: the noiser starts from the demo's DM; the baseline is the default recipe from scratch
+    assert configs["noiser"]["train"]["init_from"].endswith("dm") and configs["noiser_default"]["train"]["init_from"] is None
+    assert "| default recipe |" in text and "| warm-started from the DM (this demo's noiser) |" in text
     for section in ("## Training", "## Export", "## Fidelity to the PF-ODE endpoint", "## Reconstruction", "## Linear probes",
                     "## Editing with the consistency model"):
         assert section in text
