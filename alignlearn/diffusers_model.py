@@ -118,7 +118,7 @@ def load_diffusers(path: str | Path, device="cpu") -> tuple[DiffusersDenoiser, R
         raise UserError(f"{path} is class-conditional; only unconditional diffusers models are supported")
     try:
         scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_config(sched_cfg)
-        unet = diffusers.UNet2DModel.from_pretrained(str(unet_dir))
+        unet = diffusers.UNet2DModel.from_pretrained(str(unet_dir), low_cpu_mem_usage=False)  # no accelerate needed
     except (OSError, ValueError, NotImplementedError, KeyError) as e:
         raise UserError(f"cannot load the diffusers model in {path}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
     model = DiffusersDenoiser(unet.requires_grad_(False), scheduler.alphas_cumprod, prediction).to(device).eval()

@@ -74,10 +74,11 @@ def exact_reference(gmm: GaussianMixture, x0, labels, eps: float, T: float, step
                      end, levels, points, change.median().item(), change.max().item())
 
 
-def dm_reference(dm: Loaded, x0, labels, steps: int) -> Reference:
-    """Heun along a rising Karras grid through the DM (labels: the DM's own, or None), states kept at LEVELS
-    grid points; halving the step bounds its discretisation error."""
-    up = karras_sigmas(steps + 1, dm.model.eps, dm.model.T)
+def dm_reference(dm: Loaded, x0, labels, steps: int, eps: float, T: float) -> Reference:
+    """Heun along a rising Karras grid from eps to T (the noiser's levels: a DM's own range may differ, as a
+    diffusers model's does) through the DM (labels: the DM's own, or None), states kept at LEVELS grid points;
+    halving the step bounds its discretisation error."""
+    up = karras_sigmas(steps + 1, eps, T)
     stops = evenly_spaced(steps, LEVELS + 1)[:-1].tolist()
     y, x, points, previous = labels, x0, [], 0
     for i in stops + [steps]:  # sampler.ode_sample's Heun, segment by segment, keeping each stop's state
@@ -85,7 +86,7 @@ def dm_reference(dm: Loaded, x0, labels, steps: int) -> Reference:
         points.append(x.double())
         previous = i
     points, levels = points[:-1], [float(up[i]) for i in stops]
-    half = ode_sample(dm.model, x0, karras_sigmas(steps // 2 + 1, dm.model.eps, dm.model.T), labels=y, method="heun")
+    half = ode_sample(dm.model, x0, karras_sigmas(steps // 2 + 1, eps, T), labels=y, method="heun")
     change = _rel_change(half.double(), x.double())
     return Reference(f"the diffusion model's PF-ODE ({steps} Heun steps, {dm.path}): carries the DM's own error",
                      x.double(), levels, points, change.median().item(), change.max().item())
@@ -150,7 +151,7 @@ def run_fidelity(noiser, dm=None, *, data=None, data_dir=None, num_images: int =
         ref = exact_reference(gmm, x0.cpu(), None if labels is None else labels.cpu(), eps, T, ref_steps)
         basis = gmm.principal_basis()
     else:
-        ref = dm_reference(d, x0, dm_labels, ref_steps)
+        ref = dm_reference(d, x0, dm_labels, ref_steps, eps, T)
         basis = principal_basis_of(torch.cov(train.images.double().flatten(1).T), FLOOR**2)
 
     rows = []

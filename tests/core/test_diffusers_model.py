@@ -108,6 +108,9 @@ def test_train_a_noiser_with_a_diffusers_teacher(tmp_path):
                    "--ref-steps", "200", "--out", str(tmp_path / "fid"))
     assert proc.returncode == 0, proc.stderr
     assert "DDIM_Inv 30" in proc.stdout
+    # the reference runs over the noiser's levels (eps 0.002 to T 80), not the diffusers model's own (0.01 to 157)
+    levels = [p["t"] for p in json.loads((tmp_path / "fid" / "report.json").read_text())["trajectory"]]
+    assert levels[0] == pytest.approx(0.002) and max(levels) < 80
 
 
 @pytest.mark.parametrize("edit, needle", [
