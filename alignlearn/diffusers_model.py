@@ -111,9 +111,7 @@ def load_diffusers(path: str | Path, device="cpu") -> tuple[DiffusersDenoiser, R
         raise UserError(f"{path} has no readable scheduler_config.json (beside the UNet or in scheduler/)")
     if sched_cfg.get("_class_name") not in SCHEDULERS:
         raise UserError(f"scheduler {sched_cfg.get('_class_name')!r} is not supported; choose from {', '.join(SCHEDULERS)}")
-    prediction = sched_cfg.get("prediction_type", "epsilon")
-    if prediction not in PREDICTIONS:
-        raise UserError(f"prediction type {prediction!r} is not supported; choose from {', '.join(PREDICTIONS)}")
+    prediction = sched_cfg.get("prediction_type", "epsilon")  # checked by DiffusersDenoiser
     if unet_cfg.get("num_class_embeds") or unet_cfg.get("class_embed_type"):
         raise UserError(f"{path} is class-conditional; only unconditional diffusers models are supported")
     try:
