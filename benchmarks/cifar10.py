@@ -12,8 +12,10 @@ in the report; the noiser starts from the diffusion model (`--noiser-recipe init
 won on fidelity). Then, on the test split: the four pairings and the Prior floor (`probe recon`, PSNR and
 SSIM on [0, 1], LPIPS alex), the noiser's fidelity to the DM's many-step inversion, and linear probes of
 pixels, the 1-NFE latent, the noiser's features and a randomly initialised noiser's. The full test set is
-10,000 images (--num-images 10000); a CPU run takes a stated subset, evenly spaced. Records go to
-results/cifar10.jsonl (with the report's cells beside each pairing), fidelity.jsonl and linear_probe.jsonl.
+10,000 images (--num-images 10000); a CPU run takes a stated subset, evenly spaced. Every point adds one row
+to results/cifar10_curve.jsonl (the headline numbers against training time); the longest training also
+adds its full rows to results/cifar10.jsonl (with the report's cells beside each pairing), fidelity.jsonl
+and linear_probe.jsonl. Every point's probe reports stay under --keep.
 """
 
 from __future__ import annotations
@@ -45,14 +47,19 @@ REPORT = {
 HEADER = ["device", "data (test images)", "preset", "training per model", "pairing", "NFE", "PSNR", "SSIM", "LPIPS",
           "s / batch", "report: LPIPS / SSIM / PSNR / s per batch", "command"]
 LINEAR_HEADER = ["device", "data", "features", "dim", "accuracy (3 splits)", "encode ms / image", "command"]
+CURVE_PAIRINGS = ["CT_Inv+CM", "CT_Inv+DM", "DDIM_Inv+DM", "DDIM_Inv+CM", "Prior+CM"]
+CURVE_HEADER = ["device", "data (test images)", "preset", "training per model", "steps dm / cm / noiser",
+                *[f"PSNR {p}" for p in CURVE_PAIRINGS], "LPIPS CT_Inv+CM", "fidelity CT_Inv", "fidelity DDIM_Inv 30",
+                "linear: latent / pixels", "CT_Inv+CM faster than DDIM_Inv+DM", "command"]
 
 
 def fmt(value, digits: int) -> str:
     return "unavailable" if value is None else f"{value:.{digits}f}"
 
 
-def one_budget(a, budget_s: float, root: Path, cmd: str) -> None:
-    """Train the three models for budget_s seconds each under root, probe them, append the records."""
+def one_budget(a, budget_s: float, root: Path, cmd: str, detail: bool) -> list[str]:
+    """Train the three models for budget_s seconds each under root and probe them; returns the curve row's
+    cells. `detail`: also append the full reconstruction, fidelity and linear-probe records."""
     runs = {role: root / role for role in ("dm", "cm", "noiser")}
     steps = {}
     for role, recipe in (("dm", "objective=edm"), ("cm", "objective=ct"), ("noiser", a.noiser_recipe)):
@@ -64,27 +71,38 @@ def one_budget(a, budget_s: float, root: Path, cmd: str) -> None:
     recon = run_recon(runs["noiser"], runs["cm"], runs["dm"], num_images=a.num_images, batch_size=a.eval_batch,
                       out_dir=root / "recon", device=a.device, lpips_weights=a.lpips_weights)
     print((root / "recon" / "report.md").read_text(), flush=True)
-    for r in recon["pairings"]:
-        print(record_row(a.results, "cifar10", HEADER, [
-            recon["device"], f"{recon['data']} ({recon['num_images']})", a.preset, training, r["pairing"],
-            f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", fmt(r["lpips"], 4),
-            f"{r['total_s_per_batch']:.4f} (batch {recon['batch_size']})", REPORT.get(r["pairing"], "-"), cmd]))
-
     fidelity = run_fidelity(runs["noiser"], runs["dm"], num_images=a.fidelity_images, ref_steps=a.ref_steps,
                             out_dir=root / "fidelity", device=a.device)
     print((root / "fidelity" / "report.md").read_text(), flush=True)
-    for line in record_fidelity(a.results, "fidelity", fidelity, f"{a.preset}, {training}", a.ref_steps, cmd,
-                                dm_note=f" (DM {budget_s:.0f} s)"):
-        print(line)
-
     linear = run_linear(runs["noiser"], seeds=3, max_images=a.linear_images, split="test", out_dir=root / "linear",
                         device=a.device)
     print((root / "linear" / "linear.md").read_text(), flush=True)
-    for r in linear["rows"]:
-        print(record_row(a.results, "linear_probe", LINEAR_HEADER, [
-            recon["device"], f"{linear['data']}, test split ({linear['images']}); {a.preset}, {budget_s:.0f} s",
-            r["features"], str(r["dim"]), f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}",
-            f"{r['encode_ms_per_image']:.3f}", cmd]))
+
+    if detail:
+        for r in recon["pairings"]:
+            print(record_row(a.results, "cifar10", HEADER, [
+                recon["device"], f"{recon['data']} ({recon['num_images']})", a.preset, training, r["pairing"],
+                f"{r['encode_nfe']} + {r['decode_nfe']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", fmt(r["lpips"], 4),
+                f"{r['total_s_per_batch']:.4f} (batch {recon['batch_size']})", REPORT.get(r["pairing"], "-"), cmd]))
+        for line in record_fidelity(a.results, "fidelity", fidelity, f"{a.preset}, {training}", a.ref_steps, cmd,
+                                    dm_note=f" (DM {budget_s:.0f} s)"):
+            print(line)
+        for r in linear["rows"]:
+            print(record_row(a.results, "linear_probe", LINEAR_HEADER, [
+                recon["device"], f"{linear['data']}, test split ({linear['images']}); {a.preset}, {budget_s:.0f} s",
+                r["features"], str(r["dim"]), f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}",
+                f"{r['encode_ms_per_image']:.3f}", cmd]))
+
+    pairing = {r["pairing"]: r for r in recon["pairings"]}
+    rel_l2 = {r["encoder"]: r["rel_l2_median"] for r in fidelity["rows"]}
+    accuracy = {r["features"]: r["accuracy_mean"] for r in linear["rows"]}
+    latent = next(v for k, v in accuracy.items() if k.startswith("noiser latent"))
+    speed = pairing["DDIM_Inv+DM"]["total_s_per_batch"] / pairing["CT_Inv+CM"]["total_s_per_batch"]
+    return [recon["device"], f"{recon['data']} ({recon['num_images']})", a.preset, f"{budget_s:.0f} s",
+            " / ".join(str(steps[r]) for r in ("dm", "cm", "noiser")),
+            *[f"{pairing[p]['psnr']:.2f}" for p in CURVE_PAIRINGS], fmt(pairing["CT_Inv+CM"]["lpips"], 4),
+            f"{rel_l2['CT_Inv']:.3f}", f"{rel_l2['DDIM_Inv 30, diffusion model']:.3f}",
+            f"{latent:.3f} / {accuracy['raw pixels']:.3f}", f"{speed:.0f}x (batch {recon['batch_size']})", cmd]
 
 
 def main(argv=None):
@@ -114,7 +132,8 @@ def main(argv=None):
         load_data("cifar10", a.data_dir)  # a missing or damaged copy is one line before any training
         with tempfile.TemporaryDirectory() as tmp:
             for budget in budgets:
-                one_budget(a, budget, (a.keep or Path(tmp)) / f"{budget:.0f}s", cmd)
+                curve = one_budget(a, budget, (a.keep or Path(tmp)) / f"{budget:.0f}s", cmd, budget == max(budgets))
+                print(record_row(a.results, "cifar10_curve", CURVE_HEADER, curve))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -33,9 +33,9 @@ def test_fidelity_benchmark_records_every_row(runs, tmp_path):
 
 @pytest.mark.slow
 @needs_copy
-def test_cifar10_benchmark_records_pairings_beside_the_report_fidelity_and_linear_rows(tmp_path):
+def test_cifar10_benchmark_records_a_curve_and_the_longest_point_beside_the_report(tmp_path):
     bench = load_benchmark("cifar10")
-    bench.main(["--data-dir", str(SHARED), "--budgets-s", "1", "--batch-size", "16", "--num-images", "16",
+    bench.main(["--data-dir", str(SHARED), "--budgets-s", "1,2", "--batch-size", "16", "--num-images", "16",
                 "--eval-batch", "16", "--fidelity-images", "4", "--ref-steps", "200", "--linear-images", "100",
                 "--device", "cpu", "--keep", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
     rows = read_records(tmp_path / "results", "cifar10")
@@ -48,6 +48,11 @@ def test_cifar10_benchmark_records_pairings_beside_the_report_fidelity_and_linea
     assert [r["features"] for r in linear][0] == "raw pixels" and "test split (100)" in linear[0]["data"]
     init = json.loads((tmp_path / "runs" / "1s" / "noiser" / "config.json").read_text())
     assert init["train"]["init_from"].endswith("dm") and init["data"]["source"] == "CIFAR-10 (JPEG copy)"
+    curve = read_records(tmp_path / "results", "cifar10_curve")  # one row per point; full rows for the longest only
+    assert [r["training per model"] for r in curve] == ["1 s", "2 s"] and "2 s each" in rows[0]["training per model"]
+    assert all(float(r["PSNR CT_Inv+CM"]) > 0 and float(r["fidelity CT_Inv"]) > 0 for r in curve)
+    assert curve[1]["fidelity CT_Inv"] == f"{float(fidelity[0]['rel. L2 median']):.3f}"
+    assert curve[1]["PSNR DDIM_Inv+DM"] == rows[2]["PSNR"] and (tmp_path / "runs" / "1s" / "recon" / "report.md").is_file()
 
 
 def test_cifar10_benchmark_without_data_is_one_error_line(tmp_path, capsys):
