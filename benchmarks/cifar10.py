@@ -63,7 +63,8 @@ def one_budget(a, budget_s: float, root: Path, cmd: str, detail: bool) -> list[s
     runs = {role: root / role for role in ("dm", "cm", "noiser")}
     steps = {}
     for role, recipe in (("dm", "objective=edm"), ("cm", "objective=ct"), ("noiser", a.noiser_recipe)):
-        text, steps[role] = train_model(a, runs[role], recipe, a.seed, budget_s, dm=runs["dm"])
+        text, result = train_model(a, runs[role], recipe, a.seed, budget_s, dm=runs["dm"])
+        steps[role] = result.step
         print(f"{role}: {text}", flush=True)
     training = (f"{budget_s:.0f} s each ({', '.join(f'{r} {n} steps' for r, n in steps.items())}, batch {a.batch_size}); "
                 f"noiser recipe {a.noiser_recipe}; seed {a.seed}")

@@ -28,16 +28,17 @@ from alignlearn.distributed import resolve_device
 from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.fidelity import run_fidelity
 from alignlearn.results import record_row
-from alignlearn.trainer import train
+from alignlearn.trainer import TrainResult, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noiser_recipes import parse_variant  # noqa: E402
 
 
-def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: Path | None = None) -> tuple[str, int]:
-    """Train one model of `recipe_text` for `budget_s` seconds; `dm` stands in for the word dm in it.
-    Returns (a description of the training for the records, the steps it took)."""
-    data = load_data(a.data, a.data_dir)
+def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: Path | None = None,
+                data=None) -> tuple[str, TrainResult]:
+    """Train one model of `recipe_text` for `budget_s` seconds on a.data (or the loaded `data`); `dm` stands
+    in for the word dm in it. Returns (a description of the training for the records, the trainer's result)."""
+    data = data or load_data(a.data, a.data_dir)
     recipe = parse_variant(recipe_text)
     lr, segments = recipe.pop("lr", a.lr), recipe.pop("segments", 1)
     for key in ("teacher", "init_from"):
@@ -54,7 +55,7 @@ def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: 
                           data_source=data[0].source, segments=segments)
     result = train(cfg, out, show_progress=False, data=data)
     return (f"{a.preset}, {budget_s:.0f} s ({result.step} steps, batch {a.batch_size}), recipe {recipe_text}"
-            + (", class-conditional" if a.class_cond else "") + f", seed {seed}"), result.step
+            + (", class-conditional" if a.class_cond else "") + f", seed {seed}"), result
 
 
 def main(argv=None):

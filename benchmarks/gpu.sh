@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU measurements behind RESULTS.md, as named stages (STAGES="recon speed" runs both, in that order):
-#   recon : for each of SETTINGS (uncond, as in the report, and cond): noiser + CT + EDM on $DATA for BUDGET_S
-#           seconds each (--time-budget) per seed of SEEDS (e.g. 0,1,2), reconstruction with its Prior floor
+#   recon : for each of SETTINGS (uncond, as in the report, and cond): EDM, CT and the noiser (NOISER_RECIPE:
+#           warm-started from that EDM) on $DATA for BUDGET_S seconds each (--time-budget) per seed of SEEDS
+#           (e.g. 0,1,2), reconstruction with its Prior floor
 #           (mean ± std over the seeds, LPIPS when LPIPS_WEIGHTS names the alex weights file, carried in an
 #           ignored folder), then on the last seed's models the fidelity probe against the DM's many-step
 #           inversion, editing (cond: CM and DM decoders), linear probes and the ONNX export's parity check
 #   cifar : CIFAR-10 beside the report's Table 1 (benchmarks/cifar10.py): the three models on the `cifar` preset
 #           for each of CIFAR_BUDGETS (seconds per model, each point trained afresh: quality against training
-#           time), the four pairings and the Prior floor on CIFAR_IMAGES test images, fidelity, linear probes;
-#           needs CIFAR_DIR (the JPEG copy or torchvision's batches, carried in an ignored folder)
+#           time: one cifar10_curve row per point, full rows for the longest), the four pairings and the Prior
+#           floor on CIFAR_IMAGES test images, fidelity, linear probes; needs CIFAR_DIR (the JPEG copy or
+#           torchvision's batches, carried in an ignored folder)
 #   speed : the bf16 matmul peak, training throughput (eager, compiled, --cuda-graphs at batch 1024) and
 #           encoder backends at batch 1 and $BATCH
 # Records land in $OUT/results/*.jsonl (merge them into results/ and run benchmarks/results_page.py);
@@ -27,7 +29,7 @@ DATA=${DATA:-mnist-5k}
 BUDGET_S=${BUDGET_S:-75}
 BATCH=${BATCH:-512}
 THR_STEPS=${THR_STEPS:-100}  # training-throughput steps (logged every 25; the first interval is warm-up)
-NOISER_RECIPE=${NOISER_RECIPE:-default}  # e.g. s1=20 (see benchmarks/noiser_recipes.py)
+NOISER_RECIPE=${NOISER_RECIPE:-init_from=dm}  # warm start from the DM (the adopted recipe); default: from scratch
 SETTINGS=${SETTINGS:-uncond cond}
 SEEDS=${SEEDS:-0}
 LP=(); [ -n "${LPIPS_WEIGHTS:-}" ] && LP=(--lpips-weights "$LPIPS_WEIGHTS")

@@ -5,8 +5,10 @@ and append the four-pairing table to results/ (the records behind RESULTS.md).
     python benchmarks/recon.py --data mnist-5k --preset mnist --budget-s 210 --batch-size 512 --compile --out $OUT/mnist
 
 Each model trains with `--time-budget`: its curriculum N(k) follows the clock, so it
-spans the whole budget on any device (the first, compiling step is not counted).
-Runs are packed (bf16 EMA weights + config) under --out for transport.
+spans the whole budget on any device (the first, compiling step is not counted). The diffusion model
+trains first and the noiser starts from it (`--noiser-recipe init_from=dm`, the recipe that won on
+fidelity; `default` trains it from scratch). Runs are packed (bf16 EMA weights + config) under --out for
+transport.
 """
 
 from __future__ import annotations
@@ -22,33 +24,22 @@ from pathlib import Path
 
 
 from alignlearn.checkpoint import pack_run
-from alignlearn.config import TrainConfig, make_run_config
 from alignlearn.data import load_data
-from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.recon import run_recon
 from alignlearn.results import record_row
-from alignlearn.trainer import read_metrics, steady_img_per_s, train
+from alignlearn.trainer import read_metrics, steady_img_per_s
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded as a module
-from noiser_recipes import parse_variant  # noqa: E402
-
-
-def make_cfg(objective, data, a, recipe=None):
-    tc = TrainConfig(steps=10**6, time_budget_s=a.budget_s, batch_size=a.batch_size, lr=a.lr, class_cond=a.class_cond,
-                     seed=a.seed, device=a.device, compile=a.compile, log_every=a.log_every, ckpt_every=10**9, sample_every=10**9, warmup=100)
-    return make_run_config(ObjectiveConfig(objective, **(recipe or {})), tc, data_name=a.data, shape=data[0].shape,
-                           num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir, data_source=data[0].source)
+from fidelity import train_model  # noqa: E402
 
 
 def train_and_probe(a, data, seed: int, out: Path) -> tuple[dict, dict]:
     """The three models for one seed, packed under out/runs, and their reconstruction report."""
     runs, budget = {}, {}
-    a.seed = seed
     with tempfile.TemporaryDirectory() as tmp:
-        for role, objective in (("noiser", "ct-inversion"), ("cm", "ct"), ("dm", "edm")):
+        for role, recipe in (("dm", "objective=edm"), ("cm", "objective=ct"), ("noiser", a.noiser_recipe)):
             t0 = time.time()
-            recipe = parse_variant(a.noiser_recipe) if role == "noiser" else None
-            result = train(make_cfg(objective, data, a, recipe), Path(tmp) / role, show_progress=False, data=data)
+            _, result = train_model(a, Path(tmp) / role, recipe, seed, a.budget_s, dm=Path(tmp) / "dm", data=data)
             rate = steady_img_per_s(read_metrics(Path(tmp) / role), result.img_per_s)
             budget[role] = {"steps": result.step, "seconds": time.time() - t0, "img_per_s": rate}
             print(f"seed {seed}, {role}: {result.step} steps in {budget[role]['seconds']:.0f} s ({rate:.0f} img/s)", flush=True)
@@ -81,8 +72,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2: one row per pairing with mean ± std")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--noiser-recipe", default="default", help="noiser recipe knobs, e.g. 's1=20;target=stopgrad' (see noiser_recipes.py)")
-    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--noiser-recipe", default="init_from=dm",
+                   help="noiser recipe (benchmarks/fidelity.py's keys), e.g. 'default' or 'init_from=dm;s1=20'")
     p.add_argument("--refine", type=int, default=20)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--out", default="bench_recon")
@@ -102,7 +93,7 @@ def main(argv=None):
     cmd = "python benchmarks/recon.py " + " ".join(sys.argv[1:] if argv is None else argv)
     spent = f"{a.budget_s:.0f} s each (--time-budget): " + ", ".join(
         f"{r} {min(b[r]['steps'] for b in budgets)}-{max(b[r]['steps'] for b in budgets)} steps" for r in budgets[0])
-    spent += f"; seeds {a.seeds}" + (f"; noiser recipe {a.noiser_recipe}" if a.noiser_recipe != "default" else "")
+    spent += f"; seeds {a.seeds}; noiser recipe {a.noiser_recipe}"
     header = ["date", "device", "data (held-out images)", "setting", "preset", "training per model", "pairing", "NFE", "PSNR",
               "SSIM", "LPIPS", "s / batch", "command"]
     setting = "class-conditional (true label at encode and decode)" if a.class_cond else "unconditional"

@@ -20,6 +20,10 @@ def test_recon_benchmark_aggregates_seeds_into_one_record_per_pairing(tmp_path):
     assert all(" ± " in r["PSNR"] and " ± " in r["SSIM"] for r in rows) and rows[0]["setting"] == "unconditional"
     assert "seeds 0,1" in rows[0]["training per model"] and "--seeds 0,1" in rows[0]["command"]
     assert len(read_records(tmp_path / "results", "speed_ratio")) == 1
+    # the adopted recipe: the DM trains first and the noiser begins as one Euler step of it
+    assert "noiser recipe init_from=dm" in rows[0]["training per model"]
+    packed = json.loads((tmp_path / "out" / "runs" / "noiser" / "config.json").read_text())
+    assert packed["model"]["backbone"]["arch"] == "euler-step"
 
 
 def test_fidelity_benchmark_records_every_row(runs, tmp_path):
