@@ -16,12 +16,14 @@ REQUIRED = ("date", "device", "commit", "command")
 
 
 def current_commit(cwd: str | Path | None = None) -> str:
-    """The checkout's short commit, '+' marking uncommitted changes; 'unknown' outside a git checkout."""
+    """The checkout's short commit, '+' marking uncommitted changes; 'unknown' outside a git checkout.
+    Changes under results/ do not count: a benchmark appending its own records there leaves the code as committed."""
     where = Path(cwd) if cwd else Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], cwd=where,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

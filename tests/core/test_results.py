@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alignlearn.results import append_record, read_records, record_row
+from alignlearn.results import append_record, current_commit, read_records, record_row
 
 from .helpers import load_benchmark
 
@@ -20,6 +20,25 @@ def test_a_record_carries_date_commit_and_command(tmp_path):
     assert read_records(tmp_path, "speed") == [record]
     with pytest.raises(ValueError, match="command"):
         append_record(tmp_path, "speed", {"device": "CPU"})
+
+
+def test_the_commit_is_marked_changed_by_code_not_by_the_records_a_benchmark_appends(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "speed.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "results" / "speed.jsonl").write_text("{}\n{}\n")
+    assert current_commit(tmp_path / "pkg") == head
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert current_commit(tmp_path / "pkg") == head + "+"
 
 
 def test_tables_are_rendered_from_the_records_with_pipes_escaped(tmp_path):
