@@ -35,7 +35,8 @@ from alignlearn.probes.recon import run_recon
 from alignlearn.results import record_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import record_fidelity, train_model  # noqa: E402
+from fidelity import record_fidelity  # noqa: E402
+from training import train_model  # noqa: E402
 
 # The report's Table 1 (CIFAR-10, 30 DDIM steps, full test set, one A5000): LPIPS / SSIM / PSNR / s per batch
 REPORT = {
@@ -113,7 +114,7 @@ def main(argv=None):
     p.add_argument("--budgets-s", default="240", help="comma-separated training seconds per model, one point each")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--noiser-recipe", default="init_from=dm", help="noiser recipe (benchmarks/fidelity.py's keys)")
+    p.add_argument("--noiser-recipe", default="init_from=dm", help="noiser recipe (benchmarks/training.py's keys)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-images", type=int, default=10000, help="test images for reconstruction (10000: all)")
     p.add_argument("--eval-batch", type=int, default=64, help="batch of reconstruction and of its timings")

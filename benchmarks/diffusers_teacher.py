@@ -31,7 +31,8 @@ from alignlearn.schedule import karras_sigmas
 from alignlearn.timing import device_name, median_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import record_fidelity, train_model  # noqa: E402
+from fidelity import record_fidelity  # noqa: E402
+from training import train_model  # noqa: E402
 
 
 def train_ddpm(a, out: Path) -> int:

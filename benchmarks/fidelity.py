@@ -6,12 +6,11 @@
         --recipes "default,s1=20,segments=4,init_from=dm,objective=cd-inversion;teacher=exact;teacher_solver=heun"
 
 Without --noiser it trains one noiser per recipe and seed on --data (gmm-digits by default), each for the
-same seconds of wall clock (`--time-budget`), then probes each. A recipe is `default` or `key=value` pairs
-joined by `;`: ObjectiveConfig fields (`objective=cd-inversion`, `teacher=exact|dm|RUN`, `teacher_solver`,
-`teacher_steps`, `encode_mass`, `s1`, ...), `segments`, `init_from=dm|RUN` and `lr`. `dm` names a diffusion
-model trained here for --dm-budget-s on the same data; it also adds DDIM inversion with that model to the
-table (the issue's yardstick: a DM trained for as long as the noiser). Every row of each probe's table
-becomes a record in results/fidelity.jsonl (the DDIM rows once per command).
+same seconds of wall clock (`--time-budget`), then probes each. Recipes are benchmarks/training.py's
+(`default`, or `key=value` pairs joined by `;`). `dm` names a diffusion model trained here for --dm-budget-s
+on the same data; it also adds DDIM inversion with that model to the table (the yardstick: a DM trained for
+as long as the noiser). Every row of each probe's table becomes a record in results/fidelity.jsonl (the
+DDIM rows once per command).
 """
 
 from __future__ import annotations
@@ -22,40 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from alignlearn.config import TrainConfig, make_run_config
-from alignlearn.data import load_data
+from alignlearn.config import TrainConfig
 from alignlearn.distributed import resolve_device
-from alignlearn.objectives import ObjectiveConfig
 from alignlearn.probes.fidelity import run_fidelity
 from alignlearn.results import record_row
-from alignlearn.trainer import TrainResult, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from noiser_recipes import parse_variant  # noqa: E402
-
-
-def train_model(a, out: Path, recipe_text: str, seed: int, budget_s: float, dm: Path | None = None,
-                data=None) -> tuple[str, TrainResult]:
-    """Train one model of `recipe_text` for `budget_s` seconds on a.data (or the loaded `data`); `dm` stands
-    in for the word dm in it. Returns (a description of the training for the records, the trainer's result)."""
-    data = data or load_data(a.data, a.data_dir)
-    recipe = parse_variant(recipe_text)
-    lr, segments = recipe.pop("lr", a.lr), recipe.pop("segments", 1)
-    for key in ("teacher", "init_from"):
-        if recipe.get(key) == "dm":
-            if dm is None:
-                raise SystemExit(f"error: recipe {recipe_text!r} names dm: pass --dm-budget-s")
-            recipe[key] = str(dm)
-    init_from = recipe.pop("init_from", None)
-    tc = TrainConfig(steps=10**6, time_budget_s=budget_s, batch_size=a.batch_size, lr=lr, class_cond=a.class_cond,
-                     seed=seed, device=a.device, compile=getattr(a, "compile", False), ckpt_every=10**9, sample_every=10**9,
-                     init_from=init_from)
-    cfg = make_run_config(ObjectiveConfig(recipe.pop("objective", "ct-inversion"), **recipe), tc, data_name=a.data,
-                          shape=data[0].shape, num_classes=data[0].num_classes, preset=a.preset, data_dir=a.data_dir,
-                          data_source=data[0].source, segments=segments)
-    result = train(cfg, out, show_progress=False, data=data)
-    return (f"{a.preset}, {budget_s:.0f} s ({result.step} steps, batch {a.batch_size}), recipe {recipe_text}"
-            + (", class-conditional" if a.class_cond else "") + f", seed {seed}"), result
+from training import train_model  # noqa: E402
 
 
 def main(argv=None):

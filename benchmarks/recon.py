@@ -30,7 +30,7 @@ from alignlearn.results import record_row
 from alignlearn.trainer import read_metrics, steady_img_per_s
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded as a module
-from fidelity import train_model  # noqa: E402
+from training import train_model  # noqa: E402
 
 
 def train_and_probe(a, data, seed: int, out: Path) -> tuple[dict, dict]:
@@ -73,7 +73,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--noiser-recipe", default="init_from=dm",
-                   help="noiser recipe (benchmarks/fidelity.py's keys), e.g. 'default' or 'init_from=dm;s1=20'")
+                   help="noiser recipe (benchmarks/training.py's keys), e.g. 'default' or 'init_from=dm;s1=20'")
     p.add_argument("--refine", type=int, default=20)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--out", default="bench_recon")
