@@ -12,6 +12,8 @@ from alignlearn.data import load_data
 from alignlearn.objectives import ObjectiveConfig
 
 _DIGITS = None
+# the offline LPIPS weights beside the checkout (../shared/lpips): tests that need them skip without them
+SHARED_LPIPS = Path(__file__).resolve().parents[3] / "shared" / "lpips"
 
 
 def digits():

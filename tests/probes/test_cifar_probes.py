@@ -1,14 +1,12 @@
 """CIFAR-10 runs through the CLI: train on the JPEG copy, reconstruct with the four pairings and LPIPS, and
 one error line for RGB data given to a 1-channel model or a CIFAR noiser paired with a digits decoder."""
 
-from pathlib import Path
-
 import pytest
 
-from ..core.helpers import assert_one_error_line, run_cli
+from ..core.helpers import SHARED_LPIPS, assert_one_error_line, run_cli
 from ..core.test_cifar10 import SHARED, needs_copy
 
-LPIPS_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "lpips" / "lpips_alex.safetensors"
+LPIPS_WEIGHTS = SHARED_LPIPS / "lpips_alex.safetensors"
 
 
 @pytest.fixture(scope="module")

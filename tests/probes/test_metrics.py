@@ -7,6 +7,8 @@ from alignlearn.distances import make_distance
 from alignlearn.errors import UserError
 from alignlearn.probes.metrics import LPIPS, latent_agreement
 
+from ..core.helpers import SHARED_LPIPS
+
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
@@ -68,9 +70,6 @@ def test_ssim_is_the_conventional_one_on_zero_one_images():
     expected = reference_ssim(((pred[0, 0] + 1) / 2).double().numpy(), ((target[0, 0] + 1) / 2).double().numpy())
     assert abs(ssim(pred, target) - expected) < 1e-4
     assert ssim(target, target) == pytest.approx(1.0, abs=1e-6)
-
-
-SHARED_LPIPS = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "lpips"
 
 
 @pytest.mark.skipif(not (SHARED_LPIPS / "lpips_alex.safetensors").is_file(),
